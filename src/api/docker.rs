@@ -1,0 +1,351 @@
+//! Routes: `/Plugin.Activate`, `/VolumeDriver.*`, `/Berth.*`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use tracing::debug;
+
+use super::response::{self, Body};
+use super::{Registry, BODY_TIMEOUT, MAX_BODY};
+use crate::protocol::*;
+use crate::service::{status_map, VolumeService, VolumeView};
+
+/// The calls a plugin socket answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/Plugin.Activate`.
+    Activate,
+    /// `/VolumeDriver.Create`.
+    Create,
+    /// `/VolumeDriver.Remove`.
+    Remove,
+    /// `/VolumeDriver.Mount`.
+    Mount,
+    /// `/VolumeDriver.Unmount`.
+    Unmount,
+    /// `/VolumeDriver.Path`.
+    Path,
+    /// `/VolumeDriver.Get`.
+    Get,
+    /// `/VolumeDriver.List`.
+    List,
+    /// `/VolumeDriver.Capabilities`.
+    Capabilities,
+    /// `/Berth.Status`.
+    Status,
+    /// `/Berth.List`.
+    DetailedList,
+}
+
+impl Route {
+    /// Maps a request path to a route.
+    pub fn from_path(path: &str) -> Option<Route> {
+        Some(match path {
+            "/Plugin.Activate" => Route::Activate,
+            "/VolumeDriver.Create" => Route::Create,
+            "/VolumeDriver.Remove" => Route::Remove,
+            "/VolumeDriver.Mount" => Route::Mount,
+            "/VolumeDriver.Unmount" => Route::Unmount,
+            "/VolumeDriver.Path" => Route::Path,
+            "/VolumeDriver.Get" => Route::Get,
+            "/VolumeDriver.List" => Route::List,
+            "/VolumeDriver.Capabilities" => Route::Capabilities,
+            "/Berth.Status" => Route::Status,
+            "/Berth.List" => Route::DetailedList,
+            _ => return None,
+        })
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Read(String),
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
+    let limited = Limited::new(body, MAX_BODY);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(BodyError::TooLarge)
+            } else {
+                Err(BodyError::Read(e.to_string()))
+            }
+        }
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+fn decode<T: DeserializeOwned>(route: &str, body: &[u8]) -> Result<T, Box<Response<Body>>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(response::error(
+            StatusCode::BAD_REQUEST,
+            &format!("{route}: malformed request body: {e}"),
+        ))
+    })
+}
+
+/// Handles one request.
+pub async fn handle(
+    req: Request<Incoming>,
+    svc: &VolumeService,
+    registry: &Registry,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let Some(route) = Route::from_path(&path) else {
+        let shown: String = path.chars().take(100).collect();
+        return response::error(
+            StatusCode::NOT_FOUND,
+            &format!("unknown endpoint {shown:?}"),
+        );
+    };
+    // Refuse an announced oversized body before reading it.
+    if let Some(len) = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > MAX_BODY as u64 {
+            return response::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body of {len} bytes is larger than the {MAX_BODY}-byte limit"),
+            );
+        }
+    }
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return response::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is larger than the {MAX_BODY}-byte limit"),
+            )
+        }
+        Err(BodyError::Timeout) => {
+            return response::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body was not sent in time",
+            )
+        }
+        Err(BodyError::Read(e)) => {
+            return response::error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read request body: {e}"),
+            )
+        }
+    };
+    let started = Instant::now();
+    let resp = dispatch(route, &path, &body, svc, registry).await;
+    debug!(service = %svc.name(), route = %path, status = resp.status().as_u16(),
+        duration_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+async fn dispatch(
+    route: Route,
+    path: &str,
+    body: &[u8],
+    svc: &VolumeService,
+    registry: &Registry,
+) -> Response<Body> {
+    match route {
+        Route::Activate => response::ok(&ActivateResponse {
+            implements: vec!["VolumeDriver".into()],
+        }),
+        Route::Capabilities => response::ok(&CapabilitiesResponse {
+            capabilities: Capabilities {
+                scope: svc.scope().as_str().into(),
+            },
+        }),
+        Route::Create => {
+            let r: CreateRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            let opts = r.opts.unwrap_or_default();
+            match svc.create(&r.name, &opts).await {
+                Ok(()) => response::ok(&ErrResponse::default()),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::Remove => {
+            let r: NameRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            match svc.remove(&r.name).await {
+                Ok(()) => response::ok(&ErrResponse::default()),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::Mount => {
+            let r: MountRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            match svc.mount(&r.name, r.id.as_deref()).await {
+                Ok(p) => response::ok(&MountpointResponse {
+                    mountpoint: p.to_string_lossy().into_owned(),
+                    err: String::new(),
+                }),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::Unmount => {
+            let r: MountRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            match svc.unmount(&r.name, r.id.as_deref()).await {
+                Ok(()) => response::ok(&ErrResponse::default()),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::Path => {
+            let r: NameRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            match svc.path(&r.name) {
+                Ok(p) => response::ok(&MountpointResponse {
+                    mountpoint: p
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    err: String::new(),
+                }),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::Get => {
+            let r: NameRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            match svc.get(&r.name) {
+                Ok(v) => response::ok(&GetResponse {
+                    volume: Some(volume_of(&v, svc.name())),
+                    err: String::new(),
+                }),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::List => response::ok_bytes(svc.list_body(|it| {
+            let volumes: Vec<Volume> = it
+                .map(|(name, mp, created)| Volume {
+                    name: name.to_string(),
+                    mountpoint: mp
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    created_at: Some(created.to_string()),
+                    status: None,
+                })
+                .collect();
+            Bytes::from(
+                serde_json::to_vec(&ListResponse {
+                    volumes,
+                    err: String::new(),
+                })
+                .unwrap_or_default(),
+            )
+        })),
+        Route::DetailedList => {
+            let volumes = svc
+                .list_views()
+                .iter()
+                .map(|v| volume_of(v, svc.name()))
+                .collect();
+            response::ok(&DetailedListResponse {
+                volumes,
+                err: String::new(),
+            })
+        }
+        Route::Status => {
+            let services = registry
+                .services
+                .values()
+                .map(|s| {
+                    let st = s.status();
+                    ServiceInfo {
+                        socket: registry.sockets.get(&st.name).cloned().unwrap_or_default(),
+                        name: st.name,
+                        driver: st.driver,
+                        scope: st.scope,
+                        volumes: st.volumes,
+                        mounted: st.mounted,
+                        mount_users: st.mount_users,
+                    }
+                })
+                .collect();
+            response::ok(&StatusResponse {
+                version: env!("CARGO_PKG_VERSION").into(),
+                uptime_seconds: registry.started.elapsed().as_secs(),
+                service: svc.name().into(),
+                services,
+            })
+        }
+    }
+}
+
+fn volume_of(v: &VolumeView, service: &str) -> Volume {
+    Volume {
+        name: v.record.name.to_string(),
+        mountpoint: v
+            .mountpoint
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        created_at: Some(v.record.created_at.clone()),
+        status: Some(status_map(v, service)),
+    }
+}
+
+/// Options as a map (helper for tests).
+pub fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::from_path("/Plugin.Activate"), Some(Route::Activate));
+        assert_eq!(Route::from_path("/VolumeDriver.Mount"), Some(Route::Mount));
+        assert_eq!(Route::from_path("/VolumeDriver.mount"), None);
+        assert_eq!(Route::from_path("/VolumeDriver.Mount/"), None);
+        assert_eq!(Route::from_path("/"), None);
+    }
+
+    #[test]
+    fn lenient_requests() {
+        let r: CreateRequest =
+            serde_json::from_slice(b"{\"Name\":\"v\",\"Opts\":null}\n").expect("null opts");
+        assert_eq!(r.opts, None);
+        let r: CreateRequest = serde_json::from_slice(b"{\"Name\":\"v\"}").expect("absent opts");
+        assert_eq!(r.opts, None);
+        let r: MountRequest = serde_json::from_slice(b"{\"Name\":\"v\"}\n").expect("no ID");
+        assert_eq!(r.id, None);
+        let r: MountRequest =
+            serde_json::from_slice(b"{\"Name\":\"v\",\"ID\":\"abc\",\"Extra\":1}")
+                .expect("extra field");
+        assert_eq!(r.id.as_deref(), Some("abc"));
+        assert!(serde_json::from_slice::<CreateRequest>(b"{\"Name\":5}").is_err());
+        assert!(
+            serde_json::from_slice::<CreateRequest>(b"{\"Name\":\"v\",\"Opts\":{\"size\":1}}")
+                .is_err()
+        );
+    }
+}

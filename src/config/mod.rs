@@ -1,0 +1,460 @@
+//! Configuration: TOML at `/etc/berth/config.toml` (or `--config PATH`),
+//! read into raw structs that reject unknown keys, then validated into
+//! typed [`Settings`]. Every error names the file, the key and the reason.
+//!
+//! Volume settings (`[volume.*]`) mirror libStorage's integration
+//! settings and apply to every service; a `[services.NAME.volume.*]` table
+//! overrides them key by key for one service.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use crate::volume::{parse_size, FsType, Scope};
+
+pub use raw::RawConfig;
+
+/// The default config path.
+pub const DEFAULT_PATH: &str = "/etc/berth/config.toml";
+
+/// A configuration error.
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}: {detail}")]
+pub struct ConfigError {
+    /// The file (or "built-in default").
+    pub file: String,
+    /// Key and reason, or the TOML parser's message.
+    pub detail: String,
+}
+
+/// Validated settings for the whole daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Where the settings came from (`None`: built-in default).
+    pub source: Option<PathBuf>,
+    /// `[daemon]`.
+    pub daemon: DaemonSettings,
+    /// `[services.*]`, by name.
+    pub services: BTreeMap<String, ServiceSettings>,
+}
+
+/// `[daemon]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    /// Docker's plugin socket directory.
+    pub plugins_dir: PathBuf,
+    /// Where state records and images live.
+    pub state_dir: PathBuf,
+    /// Where volumes are mounted (`<mount_dir>/<name>`).
+    pub mount_dir: PathBuf,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Mode of sockets Berth binds itself.
+    pub socket_mode: u32,
+    /// Group of sockets Berth binds itself (`None`: root's).
+    pub socket_group: Option<String>,
+    /// Upper bound for one external command (mkfs, blkid).
+    pub command_timeout: Duration,
+    /// Connections served at once over all sockets.
+    pub max_connections: usize,
+}
+
+/// One named service: a plugin socket and its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSettings {
+    /// The plugin name (`--volume-driver NAME`, socket `NAME.sock`).
+    pub name: String,
+    /// The storage driver and its settings.
+    pub driver: DriverSettings,
+    /// Scope reported by Capabilities.
+    pub scope: Scope,
+    /// Volume lifecycle policy.
+    pub policy: Policy,
+}
+
+/// Driver-specific settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverSettings {
+    /// Loop-device volumes: sparse image files in `image_dir`.
+    Loop {
+        /// Directory of the image files.
+        image_dir: PathBuf,
+    },
+}
+
+impl DriverSettings {
+    /// The driver's name as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DriverSettings::Loop { .. } => "loop",
+        }
+    }
+}
+
+/// Defaults applied to a create request that leaves an option out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateDefaults {
+    /// Bytes.
+    pub size: u64,
+    /// Filesystem.
+    pub fs_type: FsType,
+    /// Volume type (storage pool) name.
+    pub volume_type: String,
+    /// IOPS (recorded).
+    pub iops: u64,
+    /// Availability zone (recorded).
+    pub availability_zone: String,
+}
+
+/// libStorage's integration settings, resolved for one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// `volume.create.default.*`.
+    pub create_defaults: CreateDefaults,
+    /// `volume.create.implicit`: Mount of an unknown name creates it.
+    pub create_implicit: bool,
+    /// `volume.create.disable`: Create succeeds without creating.
+    pub create_disable: bool,
+    /// `volume.remove.disable`: Remove succeeds without removing.
+    pub remove_disable: bool,
+    /// `volume.remove.force`: Remove unmounts a volume in use first.
+    pub remove_force: bool,
+    /// `volume.mount.preempt`: take a volume attached elsewhere.
+    pub mount_preempt: bool,
+    /// `volume.mount.rootPath`: sub-directory returned to Docker.
+    pub root_path: String,
+    /// `volume.unmount.ignoreusedcount`: every Unmount unmounts.
+    pub ignore_used_count: bool,
+    /// `volume.data.mode`: mode of a new data directory.
+    pub data_mode: u32,
+    /// `volume.data.uid`.
+    pub data_uid: u32,
+    /// `volume.data.gid`.
+    pub data_gid: u32,
+}
+
+impl Settings {
+    /// The built-in default: one `berth` service on the loop driver.
+    pub fn builtin() -> Self {
+        // The built-in default is a fixed, valid document.
+        match Self::from_str_with_source("", None) {
+            Ok(s) => s,
+            Err(e) => unreachable!("built-in default config is invalid: {e}"),
+        }
+    }
+
+    /// Loads `path`. With `explicit == false` a missing file means the
+    /// built-in default; with `explicit == true` it is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_str_with_source(&text, Some(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::builtin()),
+            Err(e) => Err(ConfigError {
+                file: path.display().to_string(),
+                detail: format!("cannot read: {e}"),
+            }),
+        }
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_str_with_source(text: &str, source: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = source
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in default".into());
+        let err = |detail: String| ConfigError {
+            file: file.clone(),
+            detail,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim().to_string()))?;
+        let daemon = resolve_daemon(&raw).map_err(err)?;
+        let mut services = BTreeMap::new();
+        let raw_services = raw.services.clone().unwrap_or_else(|| {
+            let mut m = BTreeMap::new();
+            m.insert("berth".to_string(), raw::RawService::default_loop());
+            m
+        });
+        if raw_services.is_empty() {
+            return Err(err(
+                "services: at least one service must be configured".into()
+            ));
+        }
+        for (name, rs) in &raw_services {
+            let key = format!("services.{name}");
+            validate_service_name(name).map_err(|r| err(format!("{key}: {r}")))?;
+            let policy =
+                resolve_policy(raw.volume.as_ref(), rs.volume.as_ref(), &key).map_err(err)?;
+            let driver = match rs.driver.as_str() {
+                "loop" => DriverSettings::Loop {
+                    image_dir: match &rs.image_dir {
+                        Some(p) => absolute(p, &format!("{key}.image_dir")).map_err(err)?,
+                        None => daemon.state_dir.join("images").join(name),
+                    },
+                },
+                other => {
+                    return Err(err(format!(
+                        "{key}.driver: unknown driver {other:?} (available: loop)"
+                    )))
+                }
+            };
+            let scope = match rs.scope.as_deref() {
+                None | Some("local") => Scope::Local,
+                Some("global") => Scope::Global,
+                Some(o) => {
+                    return Err(err(format!(
+                        "{key}.scope: {o:?} is not a scope (local or global)"
+                    )))
+                }
+            };
+            services.insert(
+                name.clone(),
+                ServiceSettings {
+                    name: name.clone(),
+                    driver,
+                    scope,
+                    policy,
+                },
+            );
+        }
+        // Two loop services must not share an image directory: each
+        // reconciles (and cleans) its own.
+        let mut seen: BTreeMap<&Path, &str> = BTreeMap::new();
+        for s in services.values() {
+            let DriverSettings::Loop { image_dir } = &s.driver;
+            if let Some(other) = seen.insert(image_dir.as_path(), &s.name) {
+                return Err(err(format!(
+                    "services.{}.image_dir: {} is already used by service {other}",
+                    s.name,
+                    image_dir.display()
+                )));
+            }
+        }
+        Ok(Settings {
+            source: source.map(Path::to_path_buf),
+            daemon,
+            services,
+        })
+    }
+
+    /// Socket path Berth binds for `service` when systemd passes none.
+    pub fn socket_path(&self, service: &str) -> PathBuf {
+        self.daemon.plugins_dir.join(format!("{service}.sock"))
+    }
+
+    /// Directory of the state records of `service`.
+    pub fn records_dir(&self, service: &str) -> PathBuf {
+        self.daemon.state_dir.join("volumes").join(service)
+    }
+}
+
+/// Service (plugin) names: what users pass to `--volume-driver`.
+pub fn validate_service_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "service name {name:?} is invalid (1-64 of [a-zA-Z0-9_.-], starting with a letter or digit)"
+        ))
+    }
+}
+
+fn absolute(p: &Path, key: &str) -> Result<PathBuf, String> {
+    if !p.is_absolute() {
+        return Err(format!("{key}: {} must be an absolute path", p.display()));
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("{key}: {} must not contain '..'", p.display()));
+    }
+    Ok(p.to_path_buf())
+}
+
+fn resolve_daemon(raw: &RawConfig) -> Result<DaemonSettings, String> {
+    let d = raw.daemon.clone().unwrap_or_default();
+    let state_dir = absolute(
+        d.state_dir
+            .as_deref()
+            .unwrap_or(Path::new("/var/lib/berth")),
+        "daemon.state_dir",
+    )?;
+    let mount_dir = match &d.mount_dir {
+        Some(p) => absolute(p, "daemon.mount_dir")?,
+        None => state_dir.join("volumes"),
+    };
+    let plugins_dir = absolute(
+        d.plugins_dir
+            .as_deref()
+            .unwrap_or(Path::new("/run/docker/plugins")),
+        "daemon.plugins_dir",
+    )?;
+    let socket_mode = match &d.socket_mode {
+        None => 0o660,
+        Some(s) => parse_mode(s).map_err(|r| format!("daemon.socket_mode: {r}"))?,
+    };
+    let command_timeout = match &d.command_timeout {
+        None => Duration::from_secs(100),
+        Some(s) => humantime::parse_duration(s)
+            .map_err(|e| format!("daemon.command_timeout: {s:?} is not a duration ({e})"))?,
+    };
+    if command_timeout.is_zero() || command_timeout > Duration::from_secs(3600) {
+        return Err("daemon.command_timeout: must be between 1s and 1h".into());
+    }
+    let max_connections = d.max_connections.unwrap_or(1024);
+    if max_connections == 0 {
+        return Err("daemon.max_connections: must be at least 1".into());
+    }
+    let log_level = d.log_level.clone().unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        return Err(format!(
+            "daemon.log_level: {log_level:?} is not a level (error, warn, info, debug, trace)"
+        ));
+    }
+    Ok(DaemonSettings {
+        plugins_dir,
+        state_dir,
+        mount_dir,
+        log_level,
+        socket_mode,
+        socket_group: d.socket_group.clone().filter(|g| !g.is_empty()),
+        command_timeout,
+        max_connections,
+    })
+}
+
+/// Parses an octal mode like `0755` or `755`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim().trim_start_matches("0o");
+    let m =
+        u32::from_str_radix(t, 8).map_err(|_| format!("{s:?} is not an octal mode like 0755"))?;
+    if m > 0o7777 {
+        return Err(format!("{s:?} is not a file mode (at most 07777)"));
+    }
+    Ok(m)
+}
+
+fn resolve_policy(
+    global: Option<&raw::RawVolume>,
+    local: Option<&raw::RawVolume>,
+    key: &str,
+) -> Result<Policy, String> {
+    let where_ = |is_local: bool, k: &str| {
+        if is_local {
+            format!("{key}.volume.{k}")
+        } else {
+            format!("volume.{k}")
+        }
+    };
+    let cd = |v: &raw::RawVolume| v.create.as_ref().and_then(|c| c.default.clone());
+    let ldef = local.and_then(cd);
+    let gdef = global.and_then(cd);
+    macro_rules! def {
+        ($f:ident) => {{
+            let l = ldef.as_ref().and_then(|d| d.$f.clone());
+            let g = gdef.as_ref().and_then(|d| d.$f.clone());
+            (l.is_some(), l.or(g))
+        }};
+    }
+    let (lsize, size) = def!(size);
+    let size = match size {
+        None => 16 << 30,
+        Some(v) => parse_size(&v.to_string_value())
+            .map_err(|r| format!("{}: {r}", where_(lsize, "create.default.size")))?,
+    };
+    let (lfs, fs) = def!(fs_type);
+    let fs_type = match fs {
+        None => FsType::Ext4,
+        Some(s) => FsType::parse(&s)
+            .map_err(|r| format!("{}: {r}", where_(lfs, "create.default.fsType")))?,
+    };
+    let (_, volume_type) = def!(volume_type);
+    let (_, iops) = def!(iops);
+    let (_, az) = def!(availability_zone);
+    let c = |v: &raw::RawVolume| v.create.clone();
+    let lc = local.and_then(c);
+    let gc = global.and_then(c);
+    let create_implicit = lc
+        .as_ref()
+        .and_then(|x| x.implicit)
+        .or(gc.as_ref().and_then(|x| x.implicit))
+        .unwrap_or(true);
+    let create_disable = lc
+        .as_ref()
+        .and_then(|x| x.disable)
+        .or(gc.as_ref().and_then(|x| x.disable))
+        .unwrap_or(false);
+    // Per-key merge for the small tables: service value, else global.
+    let lr = local.and_then(|v| v.remove.clone()).unwrap_or_default();
+    let gr = global.and_then(|v| v.remove.clone()).unwrap_or_default();
+    let lm = local.and_then(|v| v.mount.clone()).unwrap_or_default();
+    let gm = global.and_then(|v| v.mount.clone()).unwrap_or_default();
+    let lu = local.and_then(|v| v.unmount.clone()).unwrap_or_default();
+    let gu = global.and_then(|v| v.unmount.clone()).unwrap_or_default();
+    let ld = local.and_then(|v| v.data.clone()).unwrap_or_default();
+    let gd = global.and_then(|v| v.data.clone()).unwrap_or_default();
+    let root_path = lm
+        .root_path
+        .clone()
+        .or(gm.root_path.clone())
+        .unwrap_or_else(|| "/data".into());
+    validate_root_path(&root_path)
+        .map_err(|r| format!("{}: {r}", where_(lm.root_path.is_some(), "mount.rootPath")))?;
+    let data_mode = match ld.mode.clone().or(gd.mode.clone()) {
+        None => 0o755,
+        Some(m) => parse_mode(&m)
+            .map_err(|r| format!("{}: {r}", where_(ld.mode.is_some(), "data.mode")))?,
+    };
+    Ok(Policy {
+        create_defaults: CreateDefaults {
+            size,
+            fs_type,
+            volume_type: volume_type.unwrap_or_default(),
+            iops: iops.unwrap_or(0),
+            availability_zone: az.unwrap_or_default(),
+        },
+        create_implicit,
+        create_disable,
+        remove_disable: lr.disable.or(gr.disable).unwrap_or(false),
+        remove_force: lr.force.or(gr.force).unwrap_or(false),
+        mount_preempt: lm.preempt.or(gm.preempt).unwrap_or(false),
+        root_path,
+        ignore_used_count: lu
+            .ignore_used_count
+            .or(gu.ignore_used_count)
+            .unwrap_or(false),
+        data_mode,
+        data_uid: ld.uid.or(gd.uid).unwrap_or(0),
+        data_gid: ld.gid.or(gd.gid).unwrap_or(0),
+    })
+}
+
+/// The data sub-directory must be `/` (the filesystem root) or one plain
+/// name like `/data`.
+pub fn validate_root_path(p: &str) -> Result<(), String> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Err(format!("{p:?} must start with '/'"));
+    }
+    let normal = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir))
+        .collect::<Vec<_>>();
+    if normal.len() > 1 || normal.iter().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!(
+            "{p:?} must be '/' or a single directory name like /data"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+use super::*;
+
+#[test]
+fn builtin_default() {
+    let s = Settings::builtin();
+    assert_eq!(s.daemon.plugins_dir, Path::new("/run/docker/plugins"));
+    assert_eq!(s.daemon.state_dir, Path::new("/var/lib/berth"));
+    assert_eq!(s.daemon.mount_dir, Path::new("/var/lib/berth/volumes"));
+    let svc = s.services.get("berth").expect("berth service");
+    assert_eq!(svc.driver.kind(), "loop");
+    assert_eq!(svc.scope, Scope::Local);
+    let p = &svc.policy;
+    assert_eq!(p.create_defaults.size, 16 << 30);
+    assert_eq!(p.create_defaults.fs_type, FsType::Ext4);
+    assert!(p.create_implicit);
+    assert!(!p.create_disable && !p.remove_disable && !p.remove_force);
+    assert!(!p.mount_preempt && !p.ignore_used_count);
+    assert_eq!(p.root_path, "/data");
+    assert_eq!(p.data_mode, 0o755);
+}
+
+#[test]
+fn per_service_overrides_global_key_by_key() {
+    let text = r#"
+[daemon]
+state_dir = "/srv/berth"
+
+[volume.create.default]
+size = 4
+fsType = "xfs"
+
+[volume.unmount]
+ignoreusedcount = true
+
+[services.fast]
+driver = "loop"
+[services.fast.volume.create.default]
+size = "500M"
+
+[services.slow]
+driver = "loop"
+scope = "global"
+[services.slow.volume.unmount]
+ignore_used_count = false
+"#;
+    let s = Settings::from_str_with_source(text, Some(Path::new("/x.toml"))).expect("valid");
+    let fast = &s.services["fast"];
+    assert_eq!(fast.policy.create_defaults.size, 500 << 20);
+    assert_eq!(fast.policy.create_defaults.fs_type, FsType::Xfs);
+    assert!(fast.policy.ignore_used_count);
+    let slow = &s.services["slow"];
+    assert_eq!(slow.policy.create_defaults.size, 4 << 30);
+    assert!(!slow.policy.ignore_used_count);
+    assert_eq!(slow.scope, Scope::Global);
+    assert_eq!(
+        fast.driver,
+        DriverSettings::Loop {
+            image_dir: PathBuf::from("/srv/berth/images/fast")
+        }
+    );
+    assert_eq!(s.daemon.mount_dir, Path::new("/srv/berth/volumes"));
+}
+
+fn err_of(text: &str) -> String {
+    Settings::from_str_with_source(text, Some(Path::new("/etc/berth/config.toml")))
+        .expect_err("must be refused")
+        .to_string()
+}
+
+#[test]
+fn errors_name_file_key_and_reason() {
+    let e = err_of("[daemon]\nbogus = 1\n");
+    assert!(
+        e.contains("/etc/berth/config.toml") && e.contains("bogus"),
+        "{e}"
+    );
+
+    let e = err_of("[services.a]\ndriver = \"zfs\"\n");
+    assert!(e.contains("services.a.driver") && e.contains("loop"), "{e}");
+
+    let e = err_of("[volume.create.default]\nsize = 0\n");
+    assert!(e.contains("volume.create.default.size"), "{e}");
+
+    let e = err_of(
+        "[services.a]\ndriver = \"loop\"\n[services.a.volume.create.default]\nfsType = \"zfs\"\n",
+    );
+    assert!(
+        e.contains("services.a.volume.create.default.fsType") && e.contains("zfs"),
+        "{e}"
+    );
+
+    let e = err_of("[volume.mount]\nrootPath = \"../x\"\n");
+    assert!(e.contains("volume.mount.rootPath"), "{e}");
+
+    let e = err_of("[volume.data]\nmode = \"999\"\n");
+    assert!(e.contains("volume.data.mode"), "{e}");
+
+    let e = err_of("[daemon]\nstate_dir = \"relative\"\n");
+    assert!(
+        e.contains("daemon.state_dir") && e.contains("absolute"),
+        "{e}"
+    );
+
+    let e = err_of("[services.\"a/b\"]\ndriver = \"loop\"\n");
+    assert!(e.contains("a/b"), "{e}");
+
+    let e = err_of("[services]\n");
+    assert!(e.contains("at least one service"), "{e}");
+
+    let e = err_of("[daemon]\ncommand_timeout = \"soon\"\n");
+    assert!(e.contains("daemon.command_timeout"), "{e}");
+
+    let e = err_of("[services.a]\ndriver = \"loop\"\nimage_dir = \"/i\"\n[services.b]\ndriver = \"loop\"\nimage_dir = \"/i\"\n");
+    assert!(e.contains("already used"), "{e}");
+}
+
+#[test]
+fn missing_file_default_vs_explicit() {
+    let p = Path::new("/nonexistent/berth.toml");
+    assert_eq!(
+        Settings::load(p, false).expect("default"),
+        Settings::builtin()
+    );
+    let e = Settings::load(p, true).expect_err("explicit missing");
+    assert!(e.to_string().contains("/nonexistent/berth.toml"), "{e}");
+}
+
+#[test]
+fn shipped_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/berth/config.toml");
+    let s = Settings::load(&path, true).expect("shipped example must be valid");
+    assert!(s.services.contains_key("berth"));
+}
+
+#[test]
+fn root_paths() {
+    assert!(validate_root_path("/data").is_ok());
+    assert!(validate_root_path("/").is_ok());
+    for bad in ["data", "/a/b", "/..", "/../x", ""] {
+        assert!(validate_root_path(bad).is_err(), "{bad}");
+    }
+}

@@ -1,0 +1,44 @@
+//! Berth: a Docker (and Mesos) volume plugin daemon.
+//!
+//! # Layout
+//!
+//! Dependencies point down only:
+//!
+//! ```text
+//! bin/berthd ── daemon ── api ──────┐        bin/berth ── cli ── client
+//!                  │                ▼                               │
+//!              systemd, logging   service (names, locks, counts,   protocol
+//!                                  policy, lifecycle) ── state
+//!                                   │
+//!                                  driver (trait; loop)
+//!                                   │
+//!                                  sys (mounts, loop devices, tools, files)
+//! ```
+//!
+//! - [`config`]: TOML → validated [`config::Settings`].
+//! - [`protocol`]: the plugin API's wire types, shared with clients.
+//! - [`api`]: HTTP over UNIX sockets; one error → response mapping.
+//! - [`service`]: the volume service: validation, per-volume locks,
+//!   mount-ID multisets, policy, crash-safe lifecycle, reconciliation.
+//! - [`state`]: per-volume records written atomically.
+//! - [`driver`]: the storage boundary; [`driver::loopdrv`] is real loop
+//!   devices with mkfs and mount.
+//! - [`sys`]: the OS boundary (blocking; never called on async threads).
+//! - [`systemd`], [`logging`], [`daemon`]: the host service around it.
+//! - [`client`], [`cli`]: the `berth` command.
+
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod driver;
+pub mod logging;
+pub mod protocol;
+pub mod service;
+pub mod state;
+pub mod sys;
+pub mod systemd;
+pub mod volume;

@@ -1,0 +1,788 @@
+//! The volume service: validation, per-volume locks, mount-ID counts,
+//! lifecycle and policy. One [`VolumeService`] per configured service; the
+//! API layer calls it, and it calls its [`Driver`] on blocking threads.
+//!
+//! Lifecycle of a volume (the `phase` in its record):
+//!
+//! ```text
+//!  (absent) --create--> Creating --driver ok--> Ready <--mount/unmount--> Ready
+//!                          |                      |
+//!                     crash/error             remove
+//!                          v                      v
+//!                      (absent) <--driver ok-- Removing
+//! ```
+//!
+//! A Ready volume is mounted exactly while its mount-ID multiset is
+//! non-empty. Reads (Get, List, Path) are answered from memory.
+
+mod lock;
+pub mod options;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::{Policy, ServiceSettings};
+use crate::driver::{self, CreateHow, Driver, DriverError};
+use crate::state::{Phase, RecordStore, StateError, VolumeRecord, RECORD_VERSION};
+use crate::sys::{fsutil, mounts::MountTable};
+use crate::volume::{bytes_to_gb, human_bytes, MountId, NameError, Scope, VolumeName};
+
+pub use lock::Namespace;
+use options::{CreateSpec, OptionError};
+
+/// Errors the service answers with. Every message names the volume.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A bad name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// A bad option.
+    #[error("volume {volume}: {source}")]
+    Option {
+        /// Volume.
+        volume: String,
+        /// Cause.
+        source: OptionError,
+    },
+    /// Any other bad input.
+    #[error("{0}")]
+    BadInput(String),
+    /// No such volume.
+    #[error("volume {0} not found")]
+    NotFound(String),
+    /// The request conflicts with the volume's state.
+    #[error("volume {volume}: {reason}")]
+    Conflict {
+        /// Volume.
+        volume: String,
+        /// Why.
+        reason: String,
+    },
+    /// The driver failed.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// A state record could not be written.
+    #[error("volume {volume}: {source}")]
+    State {
+        /// Volume.
+        volume: String,
+        /// Cause.
+        source: StateError,
+    },
+    /// A blocking task died (a bug).
+    #[error("volume {volume}: internal error: {reason}")]
+    Internal {
+        /// Volume.
+        volume: String,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Result alias.
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// A volume as Get/List show it.
+#[derive(Debug, Clone)]
+pub struct VolumeView {
+    /// Record snapshot.
+    pub record: VolumeRecord,
+    /// Path Docker uses, when mounted.
+    pub mountpoint: Option<PathBuf>,
+    /// Used/free bytes.
+    pub usage: driver::Usage,
+}
+
+/// Counts for `STATUS=` and `berth status`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// Driver kind.
+    pub driver: String,
+    /// Scope.
+    pub scope: String,
+    /// Number of volumes.
+    pub volumes: usize,
+    /// Number of mounted volumes.
+    pub mounted: usize,
+    /// Sum of mount counts.
+    pub mount_users: u64,
+}
+
+struct Entry {
+    rec: VolumeRecord,
+    /// Allocated bytes of the backing store when last measured.
+    allocated: u64,
+}
+
+/// One named service.
+pub struct VolumeService {
+    name: String,
+    scope: Scope,
+    policy: RwLock<Policy>,
+    driver: Arc<dyn Driver>,
+    store: RecordStore,
+    mount_dir: PathBuf,
+    catalog: RwLock<BTreeMap<VolumeName, Entry>>,
+    /// Names whose record could not be read: refused until a human looks.
+    damaged: RwLock<BTreeMap<String, String>>,
+    list_cache: Mutex<Option<Bytes>>,
+    ns: Arc<Namespace>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for VolumeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeService")
+            .field("name", &self.name)
+            .field("driver", &self.driver.kind())
+            .finish()
+    }
+}
+
+async fn blocking<T, F>(volume: &VolumeName, f: F) -> ServiceResult<T>
+where
+    F: FnOnce() -> ServiceResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal {
+            volume: volume.to_string(),
+            reason: format!("blocking task failed: {e}"),
+        })?
+}
+
+fn state_err(name: &VolumeName) -> impl Fn(StateError) -> ServiceError + '_ {
+    move |e| ServiceError::State {
+        volume: name.to_string(),
+        source: e,
+    }
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // Fall back to time and pid: unique enough for a display ID.
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b[..16].copy_from_slice(&(t ^ u128::from(std::process::id())).to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl VolumeService {
+    /// Opens the service: loads its records and reconciles them with the
+    /// kernel (mount table, loop devices), repairing what is safe to
+    /// repair. Blocking: call from a blocking context.
+    pub fn open(
+        settings: &ServiceSettings,
+        records_dir: &Path,
+        mount_dir: &Path,
+        driver: Arc<dyn Driver>,
+        ns: Arc<Namespace>,
+        changed: Arc<tokio::sync::Notify>,
+    ) -> Result<Self, StateError> {
+        let store = RecordStore::open(records_dir)?;
+        fsutil::ensure_dir(mount_dir, 0o755)?;
+        let svc = VolumeService {
+            name: settings.name.clone(),
+            scope: settings.scope,
+            policy: RwLock::new(settings.policy.clone()),
+            driver,
+            store,
+            mount_dir: mount_dir.to_path_buf(),
+            catalog: RwLock::new(BTreeMap::new()),
+            damaged: RwLock::new(BTreeMap::new()),
+            list_cache: Mutex::new(None),
+            ns,
+            changed,
+        };
+        svc.reconcile()?;
+        Ok(svc)
+    }
+
+    fn reconcile(&self) -> Result<(), StateError> {
+        let started = Instant::now();
+        let (records, bad) = self.store.load_all()?;
+        for b in bad {
+            warn!(service = %self.name, path = %b.path.display(), reason = %b.reason,
+                "state record unreadable; its volume is refused until the file is fixed or removed");
+            if let Some(stem) = b.path.file_stem() {
+                write(&self.damaged).insert(stem.to_string_lossy().into_owned(), b.reason);
+            }
+        }
+        let table = MountTable::read()?;
+        let mut ready = Vec::new();
+        let mut repairs = 0usize;
+        for mut rec in records {
+            let target = self.target_of(&rec.name);
+            let in_kernel = table.at(&target).is_some();
+            match rec.phase {
+                Phase::Creating | Phase::Removing => {
+                    let what = if rec.phase == Phase::Creating {
+                        "create"
+                    } else {
+                        "remove"
+                    };
+                    let done = self
+                        .driver
+                        .unmount(&rec, &target)
+                        .and_then(|_| self.driver.remove(&rec));
+                    match done
+                        .map_err(ServiceError::from)
+                        .and_then(|_| self.store.delete(&rec.name).map_err(state_err(&rec.name)))
+                    {
+                        Ok(()) => warn!(service = %self.name, volume = %rec.name,
+                            "an interrupted {what} was found; the volume's storage and record were removed"),
+                        Err(e) => warn!(service = %self.name, volume = %rec.name,
+                            "an interrupted {what} could not be cleaned up: {e}"),
+                    }
+                    repairs += 1;
+                    continue;
+                }
+                Phase::Ready => {}
+            }
+            let users = rec.mount_count();
+            if users > 0 && !in_kernel {
+                warn!(service = %self.name, volume = %rec.name, users,
+                    "volume was in use but is not mounted (host rebooted or unmounted by hand); its mount counts are reset");
+                rec.mounts.clear();
+                rec.mounted = None;
+                self.store.save(&rec)?;
+                repairs += 1;
+            } else if users == 0 && in_kernel {
+                match self.driver.unmount(&rec, &target) {
+                    Ok(()) => warn!(service = %self.name, volume = %rec.name,
+                        "volume was mounted with no user (interrupted mount or unmount); unmounted it"),
+                    Err(e) => warn!(service = %self.name, volume = %rec.name,
+                        "volume is mounted with no user and could not be unmounted: {e}"),
+                }
+                rec.mounted = None;
+                self.store.save(&rec)?;
+                repairs += 1;
+            } else if users > 0 && in_kernel {
+                let source = table.at(&target).map(|m| PathBuf::from(&m.source));
+                if let Some(dev) = source {
+                    let fresh = crate::state::MountRecord {
+                        device: dev,
+                        target: target.clone(),
+                    };
+                    if rec.mounted.as_ref() != Some(&fresh) {
+                        rec.mounted = Some(fresh);
+                        self.store.save(&rec)?;
+                        repairs += 1;
+                    }
+                }
+            } else if rec.mounted.is_some() {
+                rec.mounted = None;
+                self.store.save(&rec)?;
+            }
+            ready.push(rec);
+        }
+        let table = MountTable::read()?;
+        for note in self.driver.reconcile(&ready, &table) {
+            warn!(service = %self.name, "{note}");
+            repairs += 1;
+        }
+        let mut cat = write(&self.catalog);
+        for rec in ready {
+            if let Err(owner) = self.ns.claim(rec.name.as_str(), &self.name) {
+                warn!(service = %self.name, volume = %rec.name,
+                    "volume name is also used by service {owner}; Docker can reach only one of them");
+            }
+            let allocated = if rec.mounted.is_some() {
+                0
+            } else {
+                self.driver.allocated(&rec)
+            };
+            cat.insert(rec.name.clone(), Entry { rec, allocated });
+        }
+        info!(service = %self.name, volumes = cat.len(), repairs,
+            duration_ms = started.elapsed().as_millis() as u64, "state loaded and reconciled");
+        Ok(())
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Scope for Capabilities.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// Current policy.
+    pub fn policy(&self) -> Policy {
+        read(&self.policy).clone()
+    }
+
+    /// Replaces the policy (config reload).
+    pub fn set_policy(&self, p: Policy) {
+        *write(&self.policy) = p;
+        self.invalidate();
+    }
+
+    fn target_of(&self, name: &VolumeName) -> PathBuf {
+        self.mount_dir.join(name.as_str())
+    }
+
+    fn invalidate(&self) {
+        if let Ok(mut c) = self.list_cache.lock() {
+            *c = None;
+        }
+        self.changed.notify_one();
+    }
+
+    fn put(&self, rec: VolumeRecord, allocated: u64) {
+        write(&self.catalog).insert(rec.name.clone(), Entry { rec, allocated });
+        self.invalidate();
+    }
+
+    fn get_record(&self, name: &VolumeName) -> Option<VolumeRecord> {
+        read(&self.catalog).get(name).map(|e| e.rec.clone())
+    }
+
+    /// Counts for status lines.
+    pub fn status(&self) -> ServiceStatus {
+        let cat = read(&self.catalog);
+        ServiceStatus {
+            name: self.name.clone(),
+            driver: self.driver.kind().to_string(),
+            scope: self.scope.as_str().to_string(),
+            volumes: cat.len(),
+            mounted: cat.values().filter(|e| e.rec.mounted.is_some()).count(),
+            mount_users: cat.values().map(|e| u64::from(e.rec.mount_count())).sum(),
+        }
+    }
+
+    /// `VolumeDriver.Create`. Idempotent: an existing volume is success.
+    pub async fn create(&self, name: &str, opts: &BTreeMap<String, String>) -> ServiceResult<()> {
+        let name = VolumeName::parse(name)?;
+        let policy = self.policy();
+        let spec = CreateSpec::parse(
+            opts,
+            &policy.create_defaults,
+            (policy.data_mode, policy.data_uid, policy.data_gid),
+        )
+        .map_err(|e| ServiceError::Option {
+            volume: name.to_string(),
+            source: e,
+        })?;
+        if policy.create_disable {
+            info!(service = %self.name, volume = %name, operation = "create",
+                "create.disable is set: request acknowledged, nothing created");
+            return Ok(());
+        }
+        let _g = self.ns.lock(name.as_str()).await;
+        self.create_locked(&name, spec).await
+    }
+
+    async fn create_locked(&self, name: &VolumeName, spec: CreateSpec) -> ServiceResult<()> {
+        if self.get_record(name).is_some() {
+            return Ok(());
+        }
+        if let Some(reason) = read(&self.damaged).get(name.as_str()) {
+            return Err(ServiceError::Conflict {
+                volume: name.to_string(),
+                reason: format!(
+                    "its state record is unreadable ({reason}); fix or remove it first"
+                ),
+            });
+        }
+        if let Some(owner) = self.ns.owner(name.as_str()) {
+            if owner != self.name {
+                return Err(ServiceError::Conflict {
+                    volume: name.to_string(),
+                    reason: format!("the name is already used by service {owner}; volume names are unique across services"),
+                });
+            }
+        }
+        let started = Instant::now();
+        let rec = VolumeRecord {
+            version: RECORD_VERSION,
+            name: name.clone(),
+            id: new_id(),
+            phase: Phase::Creating,
+            created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            size: spec.size,
+            fs_type: spec.fs_type,
+            volume_type: spec.volume_type.clone(),
+            iops: spec.iops,
+            availability_zone: spec.availability_zone.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            mode: spec.mode,
+            driver_data: BTreeMap::new(),
+            mounts: BTreeMap::new(),
+            mounted: None,
+        };
+        let driver = self.driver.clone();
+        let store = self.store.clone();
+        let how = CreateHow {
+            overwrite_fs: spec.overwrite_fs,
+        };
+        let n = name.clone();
+        let rec = blocking(name, move || {
+            if let Some(free) = driver.free_space() {
+                if rec.size > free {
+                    return Err(ServiceError::BadInput(format!(
+                        "volume {n}: size {} is more than the {} free for images",
+                        human_bytes(rec.size),
+                        human_bytes(free)
+                    )));
+                }
+            }
+            let mut rec = rec;
+            store.save(&rec).map_err(state_err(&n))?;
+            if let Err(e) = driver.create(&mut rec, &how) {
+                if let Err(se) = store.delete(&n) {
+                    warn!(volume = %n, "could not remove the record of a failed create: {se}");
+                }
+                return Err(e.into());
+            }
+            rec.phase = Phase::Ready;
+            if let Err(e) = store.save(&rec) {
+                let _ = driver.remove(&rec);
+                let _ = store.delete(&n);
+                return Err(state_err(&n)(e));
+            }
+            Ok(rec)
+        })
+        .await?;
+        let allocated = self.driver.allocated(&rec);
+        info!(service = %self.name, volume = %name, operation = "create",
+            size = rec.size, fs_type = %rec.fs_type,
+            duration_ms = started.elapsed().as_millis() as u64, "volume created");
+        let _ = self.ns.claim(name.as_str(), &self.name);
+        self.put(rec, allocated);
+        Ok(())
+    }
+
+    /// `VolumeDriver.Remove`. Removing an unknown volume is success.
+    pub async fn remove(&self, name: &str) -> ServiceResult<()> {
+        let name = VolumeName::parse(name)?;
+        let policy = self.policy();
+        if policy.remove_disable {
+            info!(service = %self.name, volume = %name, operation = "remove",
+                "remove.disable is set: request acknowledged, nothing removed");
+            return Ok(());
+        }
+        let _g = self.ns.lock(name.as_str()).await;
+        let Some(mut rec) = self.get_record(&name) else {
+            info!(service = %self.name, volume = %name, operation = "remove", "volume already absent");
+            return Ok(());
+        };
+        let users = rec.mount_count();
+        if users > 0 && !policy.remove_force {
+            let ids: Vec<String> = rec
+                .mounts
+                .keys()
+                .map(|k| {
+                    if k.is_empty() {
+                        "(anonymous)".into()
+                    } else {
+                        short(k)
+                    }
+                })
+                .collect();
+            return Err(ServiceError::Conflict {
+                volume: name.to_string(),
+                reason: format!(
+                    "it is mounted by {users} user(s) (mount IDs: {}); unmount it first, or set volume.remove.force",
+                    ids.join(", ")
+                ),
+            });
+        }
+        let started = Instant::now();
+        let target = self.target_of(&name);
+        let driver = self.driver.clone();
+        let store = self.store.clone();
+        let n = name.clone();
+        rec.phase = Phase::Removing;
+        blocking(&name, move || {
+            store.save(&rec).map_err(state_err(&n))?;
+            driver.unmount(&rec, &target)?;
+            driver.remove(&rec)?;
+            store.delete(&n).map_err(state_err(&n))?;
+            Ok(())
+        })
+        // On error the record says Removing and the next start finishes
+        // the job; until then the volume stays visible.
+        .await?;
+        write(&self.catalog).remove(&name);
+        self.ns.release(name.as_str(), &self.name);
+        self.invalidate();
+        info!(service = %self.name, volume = %name, operation = "remove", forced = users > 0,
+            duration_ms = started.elapsed().as_millis() as u64, "volume removed");
+        Ok(())
+    }
+
+    /// `VolumeDriver.Mount`: returns the path Docker uses.
+    pub async fn mount(&self, name: &str, id: Option<&str>) -> ServiceResult<PathBuf> {
+        let name = VolumeName::parse(name)?;
+        let id = MountId::parse(id)
+            .map_err(|r| ServiceError::BadInput(format!("volume {name}: {r}")))?;
+        let policy = self.policy();
+        let _g = self.ns.lock(name.as_str()).await;
+        if self.get_record(&name).is_none() {
+            if !policy.create_implicit {
+                return Err(ServiceError::NotFound(name.to_string()));
+            }
+            let spec = CreateSpec::parse(
+                &BTreeMap::new(),
+                &policy.create_defaults,
+                (policy.data_mode, policy.data_uid, policy.data_gid),
+            )
+            .map_err(|e| ServiceError::Option {
+                volume: name.to_string(),
+                source: e,
+            })?;
+            info!(service = %self.name, volume = %name, operation = "mount", "unknown volume: creating it (volume.create.implicit)");
+            self.create_locked(&name, spec).await?;
+        }
+        let mut rec = self
+            .get_record(&name)
+            .ok_or_else(|| ServiceError::NotFound(name.to_string()))?;
+        let started = Instant::now();
+        let target = self.target_of(&name);
+        let driver = self.driver.clone();
+        let store = self.store.clone();
+        let n = name.clone();
+        let root_path = policy.root_path.clone();
+        let first = rec.mount_count() == 0;
+        let (rec, data) = blocking(&name, move || {
+            let fresh = driver.mount(&rec, &target)?;
+            let newly_mounted = rec.mounted.is_none();
+            let undo = |rec: &VolumeRecord| {
+                if newly_mounted {
+                    if let Err(e) = driver.unmount(rec, &target) {
+                        warn!(volume = %rec.name, "rollback of mount failed: {e}");
+                    }
+                }
+            };
+            let data = match driver::prepare_data_dir(&rec, &target, &root_path) {
+                Ok(d) => d,
+                Err(e) => {
+                    undo(&rec);
+                    return Err(e.into());
+                }
+            };
+            rec.mounted = Some(fresh);
+            rec.add_mount(&id);
+            if let Err(e) = store.save(&rec) {
+                undo(&rec);
+                return Err(state_err(&n)(e));
+            }
+            Ok((rec, data))
+        })
+        .await?;
+        info!(service = %self.name, volume = %name, operation = "mount", first,
+            users = rec.mount_count(), duration_ms = started.elapsed().as_millis() as u64,
+            "volume mounted at {}", data.display());
+        self.put(rec, 0);
+        Ok(data)
+    }
+
+    /// `VolumeDriver.Unmount`. The last user's unmount (or every unmount
+    /// with `ignoreusedcount`) really unmounts.
+    pub async fn unmount(&self, name: &str, id: Option<&str>) -> ServiceResult<()> {
+        let name = VolumeName::parse(name)?;
+        let id = MountId::parse(id)
+            .map_err(|r| ServiceError::BadInput(format!("volume {name}: {r}")))?;
+        let policy = self.policy();
+        let _g = self.ns.lock(name.as_str()).await;
+        let Some(mut rec) = self.get_record(&name) else {
+            warn!(service = %self.name, volume = %name, operation = "unmount", "unmount of an unknown volume: nothing to do");
+            return Ok(());
+        };
+        if policy.ignore_used_count {
+            rec.mounts.clear();
+        } else if !rec.remove_mount(&id) {
+            if rec.mount_count() > 0 {
+                warn!(service = %self.name, volume = %name, operation = "unmount", mount_id = %id,
+                    users = rec.mount_count(), "mount ID holds no mount of this volume: nothing unmounted");
+                return Ok(());
+            }
+            if rec.mounted.is_none() {
+                return Ok(());
+            }
+        }
+        let started = Instant::now();
+        if rec.mount_count() == 0 && rec.mounted.is_some() {
+            let target = self.target_of(&name);
+            let driver = self.driver.clone();
+            let store = self.store.clone();
+            let n = name.clone();
+            let rec2 = blocking(&name, move || {
+                driver.unmount(&rec, &target)?;
+                rec.mounted = None;
+                store.save(&rec).map_err(state_err(&n))?;
+                Ok(rec)
+            })
+            .await?;
+            let allocated = self.driver.allocated(&rec2);
+            info!(service = %self.name, volume = %name, operation = "unmount", mount_id = %id,
+                duration_ms = started.elapsed().as_millis() as u64, "volume unmounted");
+            self.put(rec2, allocated);
+        } else {
+            let store = self.store.clone();
+            let n = name.clone();
+            let rec2 = blocking(&name, move || {
+                store.save(&rec).map_err(state_err(&n))?;
+                Ok(rec)
+            })
+            .await?;
+            info!(service = %self.name, volume = %name, operation = "unmount", mount_id = %id,
+                users = rec2.mount_count(), "mount released; volume stays mounted for its other users");
+            self.put(rec2, 0);
+        }
+        Ok(())
+    }
+
+    fn view_of(&self, e: &Entry) -> VolumeView {
+        let root = read(&self.policy).root_path.clone();
+        let (mountpoint, usage) = match &e.rec.mounted {
+            Some(m) => {
+                let usage = fsutil::space(&m.target)
+                    .map(|s| driver::Usage {
+                        used: s.used,
+                        free: Some(s.available),
+                    })
+                    .unwrap_or_default();
+                (Some(driver::data_path(&m.target, &root)), usage)
+            }
+            None => (
+                None,
+                driver::Usage {
+                    used: e.allocated,
+                    free: None,
+                },
+            ),
+        };
+        VolumeView {
+            record: e.rec.clone(),
+            mountpoint,
+            usage,
+        }
+    }
+
+    /// `VolumeDriver.Get`.
+    pub fn get(&self, name: &str) -> ServiceResult<VolumeView> {
+        let name = VolumeName::parse(name)?;
+        let cat = read(&self.catalog);
+        let e = cat
+            .get(&name)
+            .ok_or_else(|| ServiceError::NotFound(name.to_string()))?;
+        Ok(self.view_of(e))
+    }
+
+    /// `VolumeDriver.Path`: the data path when mounted.
+    pub fn path(&self, name: &str) -> ServiceResult<Option<PathBuf>> {
+        let name = VolumeName::parse(name)?;
+        let root = read(&self.policy).root_path.clone();
+        let cat = read(&self.catalog);
+        let e = cat
+            .get(&name)
+            .ok_or_else(|| ServiceError::NotFound(name.to_string()))?;
+        Ok(e.rec
+            .mounted
+            .as_ref()
+            .map(|m| driver::data_path(&m.target, &root)))
+    }
+
+    /// Every volume (for the CLI).
+    pub fn list_views(&self) -> Vec<VolumeView> {
+        let cat = read(&self.catalog);
+        cat.values().map(|e| self.view_of(e)).collect()
+    }
+
+    /// `VolumeDriver.List` response body, cached until the next change.
+    pub fn list_body(
+        &self,
+        render: impl FnOnce(&mut dyn Iterator<Item = (&str, Option<PathBuf>, &str)>) -> Bytes,
+    ) -> Bytes {
+        if let Ok(c) = self.list_cache.lock() {
+            if let Some(b) = c.as_ref() {
+                return b.clone();
+            }
+        }
+        let root = read(&self.policy).root_path.clone();
+        let body = {
+            let cat = read(&self.catalog);
+            let mut it = cat.values().map(|e| {
+                (
+                    e.rec.name.as_str(),
+                    e.rec
+                        .mounted
+                        .as_ref()
+                        .map(|m| driver::data_path(&m.target, &root)),
+                    e.rec.created_at.as_str(),
+                )
+            });
+            render(&mut it)
+        };
+        if let Ok(mut c) = self.list_cache.lock() {
+            *c = Some(body.clone());
+        }
+        body
+    }
+}
+
+/// REX-Ray's inspect `Status` keys plus Berth's own.
+pub fn status_map(view: &VolumeView, service: &str) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{json, Value};
+    let r = &view.record;
+    let mut m = serde_json::Map::new();
+    // REX-Ray's keys, same names and types.
+    m.insert("name".into(), json!(r.name.as_str()));
+    m.insert("size".into(), json!(bytes_to_gb(r.size)));
+    m.insert("iops".into(), json!(r.iops));
+    m.insert("type".into(), json!(r.volume_type));
+    m.insert("availabilityZone".into(), json!(r.availability_zone));
+    m.insert("service".into(), json!(service));
+    m.insert("server".into(), json!(service));
+    m.insert("fields".into(), Value::Null);
+    // Berth's additions.
+    m.insert("id".into(), json!(r.id));
+    m.insert("fsType".into(), json!(r.fs_type.as_str()));
+    m.insert("sizeBytes".into(), json!(r.size));
+    m.insert("usedBytes".into(), json!(view.usage.used));
+    m.insert("freeBytes".into(), json!(view.usage.free));
+    m.insert("mounted".into(), json!(r.mounted.is_some()));
+    m.insert("mountCount".into(), json!(r.mount_count()));
+    m.insert("dataMode".into(), json!(format!("{:04o}", r.mode)));
+    m.insert("dataUid".into(), json!(r.uid));
+    m.insert("dataGid".into(), json!(r.gid));
+    if let Some(mr) = &r.mounted {
+        m.insert("device".into(), json!(mr.device.to_string_lossy()));
+    }
+    m
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // A panic while holding the lock can't leave our maps half-updated
+    // (every update is a single insert/remove), so poison is ignored.
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

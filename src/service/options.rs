@@ -1,0 +1,274 @@
+//! Create options: `docker volume create --opt`, `--mount volume-opt=`,
+//! `DVDI_VOLUME_OPTS` and `berth volume create --opt` all land here.
+//! Keys are case-insensitive, as in REX-Ray.
+
+use std::collections::BTreeMap;
+
+use crate::config::{parse_mode, CreateDefaults};
+use crate::volume::{human_bytes, parse_size, FsType};
+
+/// Every option key Berth knows (lower-case), for error messages.
+pub const KNOWN: &[&str] = &[
+    "size",
+    "fsType",
+    "newfstype",
+    "overwritefs",
+    "volumeType",
+    "type",
+    "iops",
+    "availabilityZone",
+    "uid",
+    "gid",
+    "mode",
+    "volumeName",
+    "volumeID",
+    "snapshotName",
+    "snapshotID",
+];
+
+/// Options that name features the loop driver does not provide yet.
+const NOT_YET: &[(&str, &str)] = &[
+    (
+        "volumename",
+        "creating a volume as a clone of another (volumeName)",
+    ),
+    (
+        "volumeid",
+        "creating a volume as a clone of another (volumeID)",
+    ),
+    (
+        "snapshotname",
+        "creating a volume from a snapshot (snapshotName)",
+    ),
+    (
+        "snapshotid",
+        "creating a volume from a snapshot (snapshotID)",
+    ),
+    ("encrypted", "encrypted volumes (encrypted)"),
+    ("encryptionkey", "encrypted volumes (encryptionKey)"),
+];
+
+/// A create request after validation and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSpec {
+    /// Bytes.
+    pub size: u64,
+    /// Filesystem.
+    pub fs_type: FsType,
+    /// Reformat an existing filesystem.
+    pub overwrite_fs: bool,
+    /// Volume type (storage pool) name, recorded.
+    pub volume_type: String,
+    /// IOPS, recorded.
+    pub iops: u64,
+    /// Availability zone, recorded.
+    pub availability_zone: String,
+    /// Owner of the data directory.
+    pub uid: u32,
+    /// Group of the data directory.
+    pub gid: u32,
+    /// Mode of the data directory.
+    pub mode: u32,
+}
+
+/// Why options were refused: always names the option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OptionError(pub String);
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, OptionError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(OptionError(format!(
+            "option {key}={v:?}: expected true or false"
+        ))),
+    }
+}
+
+fn parse_u32(key: &str, v: &str) -> Result<u32, OptionError> {
+    v.trim().parse::<u32>().map_err(|_| {
+        OptionError(format!(
+            "option {key}={v:?}: expected a whole number from 0 to 4294967295"
+        ))
+    })
+}
+
+fn check_text(key: &str, v: &str) -> Result<String, OptionError> {
+    if v.len() > 128 || v.chars().any(|c| c.is_control()) {
+        return Err(OptionError(format!(
+            "option {key}: at most 128 printable characters are allowed"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+impl CreateSpec {
+    /// Validates `opts` against `defaults` and the data-directory defaults.
+    pub fn parse(
+        opts: &BTreeMap<String, String>,
+        defaults: &CreateDefaults,
+        data: (u32, u32, u32),
+    ) -> Result<Self, OptionError> {
+        let mut spec = CreateSpec {
+            size: defaults.size,
+            fs_type: defaults.fs_type,
+            overwrite_fs: false,
+            volume_type: defaults.volume_type.clone(),
+            iops: defaults.iops,
+            availability_zone: defaults.availability_zone.clone(),
+            uid: data.1,
+            gid: data.2,
+            mode: data.0,
+        };
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for (k, v) in opts {
+            let key = k.to_ascii_lowercase();
+            // fsType and newfstype are one option; so are type/volumeType.
+            let canon = match key.as_str() {
+                "newfstype" => "fstype".to_string(),
+                "volumetype" => "type".to_string(),
+                _ => key.clone(),
+            };
+            if let Some(prev) = seen.insert(canon, k) {
+                return Err(OptionError(format!(
+                    "options {prev} and {k} both set the same thing; give one"
+                )));
+            }
+            match key.as_str() {
+                "size" => {
+                    spec.size =
+                        parse_size(v).map_err(|r| OptionError(format!("option size: {r}")))?
+                }
+                "fstype" | "newfstype" => {
+                    spec.fs_type =
+                        FsType::parse(v).map_err(|r| OptionError(format!("option {k}: {r}")))?
+                }
+                "overwritefs" => spec.overwrite_fs = parse_bool(k, v)?,
+                "volumetype" | "type" => spec.volume_type = check_text(k, v)?,
+                "iops" => spec.iops = v.trim().parse::<u64>().map_err(|_| {
+                    OptionError(format!(
+                        "option {k}={v:?}: expected a whole number of I/O operations per second"
+                    ))
+                })?,
+                "availabilityzone" => spec.availability_zone = check_text(k, v)?,
+                "uid" => spec.uid = parse_u32(k, v)?,
+                "gid" => spec.gid = parse_u32(k, v)?,
+                "mode" => {
+                    spec.mode =
+                        parse_mode(v).map_err(|r| OptionError(format!("option mode: {r}")))?
+                }
+                other => {
+                    if let Some((_, what)) = NOT_YET.iter().find(|(n, _)| *n == other) {
+                        return Err(OptionError(format!(
+                            "option {k}: {what} is not supported by this service"
+                        )));
+                    }
+                    let shown: String = k.chars().take(64).collect();
+                    return Err(OptionError(format!(
+                        "unknown option {shown:?} (valid options: {})",
+                        KNOWN.join(", ")
+                    )));
+                }
+            }
+        }
+        if spec.size < spec.fs_type.min_size() {
+            return Err(OptionError(format!(
+                "option size: {} is too small for {} (at least {})",
+                human_bytes(spec.size),
+                spec.fs_type,
+                human_bytes(spec.fs_type.min_size())
+            )));
+        }
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> CreateDefaults {
+        CreateDefaults {
+            size: 16 << 30,
+            fs_type: FsType::Ext4,
+            volume_type: String::new(),
+            iops: 0,
+            availability_zone: String::new(),
+        }
+    }
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<CreateSpec, OptionError> {
+        let m = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        CreateSpec::parse(&m, &defaults(), (0o755, 0, 0))
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = parse(&[]).expect("empty");
+        assert_eq!(s.size, 16 << 30);
+        assert_eq!(s.fs_type, FsType::Ext4);
+        assert_eq!(s.mode, 0o755);
+    }
+
+    #[test]
+    fn keys_are_case_insensitive_and_aliases_work() {
+        let s = parse(&[
+            ("SIZE", "2"),
+            ("NewFsType", "xfs"),
+            ("OverwriteFS", "true"),
+            ("VolumeType", "io1"),
+            ("IOPS", "150"),
+            ("availabilityzone", "az-1"),
+            ("uid", "1000"),
+            ("gid", "1000"),
+            ("mode", "0750"),
+        ])
+        .expect("valid");
+        assert_eq!(s.size, 2 << 30);
+        assert_eq!(s.fs_type, FsType::Xfs);
+        assert!(s.overwrite_fs);
+        assert_eq!(s.volume_type, "io1");
+        assert_eq!(s.iops, 150);
+        assert_eq!(s.availability_zone, "az-1");
+        assert_eq!((s.uid, s.gid, s.mode), (1000, 1000, 0o750));
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        for (k, v, needle) in [
+            ("size", "0", "size"),
+            ("size", "lots", "size"),
+            ("size", "-3", "size"),
+            ("fsType", "zfs", "fsType"),
+            ("overwritefs", "maybe", "overwritefs"),
+            ("iops", "-1", "iops"),
+            ("uid", "x", "uid"),
+            ("gid", "99999999999", "gid"),
+            ("mode", "0999", "mode"),
+            ("bogus", "1", "valid options"),
+            ("volumeName", "src", "volumeName"),
+            ("snapshotID", "s", "snapshotID"),
+            ("type", "a\nb", "type"),
+        ] {
+            let e = parse(&[(k, v)]).expect_err(&format!("{k}={v} must be refused"));
+            assert!(e.0.contains(needle), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn too_small_for_filesystem() {
+        let e = parse(&[("size", "100M"), ("fsType", "xfs")]).expect_err("xfs min");
+        assert!(e.0.contains("xfs"), "{e}");
+        assert!(parse(&[("size", "100M")]).is_ok(), "ext4 fits in 100M");
+    }
+
+    #[test]
+    fn duplicate_aliases_refused() {
+        let e = parse(&[("fsType", "xfs"), ("newfstype", "ext4")]).expect_err("dup");
+        assert!(e.0.contains("same thing"), "{e}");
+    }
+}

@@ -1,0 +1,297 @@
+//! Durable state: one JSON record per volume, written atomically.
+//!
+//! One file per volume keeps the cost of a change flat however many
+//! volumes exist (no rewrite of a global file), and a torn write can only
+//! ever affect the record being changed — and atomic replace rules that
+//! out too.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sys::{fsutil, SysError};
+use crate::volume::{FsType, MountId, VolumeName};
+
+/// Version of the record format written by this build.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Where a volume is in its lifecycle, as recorded on disk.
+///
+/// `Creating` and `Removing` are intents written *before* the work, so a
+/// crash in the middle is finished or undone at the next start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Create in progress (undone at start-up if found).
+    Creating,
+    /// Usable.
+    Ready,
+    /// Remove in progress (completed at start-up if found).
+    Removing,
+}
+
+/// Where a mounted volume is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// Block device, e.g. `/dev/loop3`.
+    pub device: PathBuf,
+    /// Mount point of the filesystem root.
+    pub target: PathBuf,
+}
+
+/// Everything Berth knows about one volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// Format version.
+    pub version: u32,
+    /// The volume name.
+    pub name: VolumeName,
+    /// Stable ID (shown in inspect).
+    pub id: String,
+    /// Lifecycle phase.
+    pub phase: Phase,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Filesystem.
+    pub fs_type: FsType,
+    /// Volume type / pool.
+    #[serde(default)]
+    pub volume_type: String,
+    /// Requested IOPS (recorded).
+    #[serde(default)]
+    pub iops: u64,
+    /// Availability zone (recorded).
+    #[serde(default)]
+    pub availability_zone: String,
+    /// Owner of the data directory.
+    pub uid: u32,
+    /// Group of the data directory.
+    pub gid: u32,
+    /// Mode of the data directory.
+    pub mode: u32,
+    /// Driver-owned data (e.g. the image path).
+    #[serde(default)]
+    pub driver_data: BTreeMap<String, String>,
+    /// Active mounts: mount ID → count (a multiset; "" = anonymous).
+    #[serde(default)]
+    pub mounts: BTreeMap<String, u32>,
+    /// Where the volume is mounted while `mounts` is non-empty.
+    #[serde(default)]
+    pub mounted: Option<MountRecord>,
+}
+
+impl VolumeRecord {
+    /// Total mount count.
+    pub fn mount_count(&self) -> u32 {
+        self.mounts.values().sum()
+    }
+
+    /// Adds one use by `id`.
+    pub fn add_mount(&mut self, id: &MountId) {
+        *self.mounts.entry(id.as_str().to_string()).or_insert(0) += 1;
+    }
+
+    /// Removes one use by `id`; `false` if `id` held none.
+    pub fn remove_mount(&mut self, id: &MountId) -> bool {
+        match self.mounts.get_mut(id.as_str()) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.mounts.remove(id.as_str());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Writing or removing failed.
+    #[error("state: {0}")]
+    Sys(#[from] SysError),
+    /// A record could not be encoded.
+    #[error("state record for volume {name}: cannot encode: {source}")]
+    Encode {
+        /// Volume.
+        name: String,
+        /// Cause.
+        source: serde_json::Error,
+    },
+}
+
+/// A record that could not be read at start-up.
+#[derive(Debug)]
+pub struct BadRecord {
+    /// Its path.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+/// The per-service record directory.
+#[derive(Debug, Clone)]
+pub struct RecordStore {
+    dir: PathBuf,
+}
+
+impl RecordStore {
+    /// A store in `dir` (created if missing, mode 0700).
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        fsutil::ensure_dir(dir, 0o700)?;
+        Ok(RecordStore {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, name: &VolumeName) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Writes `rec` atomically and durably.
+    pub fn save(&self, rec: &VolumeRecord) -> Result<(), StateError> {
+        let data = serde_json::to_vec_pretty(rec).map_err(|e| StateError::Encode {
+            name: rec.name.to_string(),
+            source: e,
+        })?;
+        fsutil::atomic_write(&self.path_of(&rec.name), &data, 0o600)?;
+        Ok(())
+    }
+
+    /// Removes the record of `name` durably.
+    pub fn delete(&self, name: &VolumeName) -> Result<(), StateError> {
+        fsutil::remove_durable(&self.path_of(name))?;
+        Ok(())
+    }
+
+    /// Reads every record. Leftover temp files are removed; unreadable
+    /// records are returned separately (and left on disk for a human).
+    pub fn load_all(&self) -> Result<(Vec<VolumeRecord>, Vec<BadRecord>), StateError> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(|e| SysError::io("list", &self.dir, e))?;
+        for e in entries.flatten() {
+            let path = e.path();
+            let fname = e.file_name().to_string_lossy().into_owned();
+            if fname.starts_with('.') && fname.ends_with(".tmp") {
+                // A write that crashed before its rename: the old record
+                // (if any) is intact, the temp file is garbage.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let Some(stem) = fname.strip_suffix(".json") else {
+                continue;
+            };
+            let rec = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<VolumeRecord>(&b).map_err(|e| e.to_string()))
+                .and_then(|r| {
+                    if r.name.as_str() != stem {
+                        Err(format!(
+                            "record names volume {} but file is {fname}",
+                            r.name
+                        ))
+                    } else if r.version > RECORD_VERSION {
+                        Err(format!(
+                            "record version {} is newer than this build ({RECORD_VERSION})",
+                            r.version
+                        ))
+                    } else {
+                        Ok(r)
+                    }
+                });
+            match rec {
+                Ok(r) => good.push(r),
+                Err(reason) => bad.push(BadRecord { path, reason }),
+            }
+        }
+        good.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((good, bad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(name: &str) -> VolumeRecord {
+        VolumeRecord {
+            version: RECORD_VERSION,
+            name: VolumeName::parse(name).expect("name"),
+            id: "abc".into(),
+            phase: Phase::Ready,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            size: 1 << 30,
+            fs_type: FsType::Ext4,
+            volume_type: String::new(),
+            iops: 0,
+            availability_zone: String::new(),
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+            driver_data: BTreeMap::new(),
+            mounts: BTreeMap::new(),
+            mounted: None,
+        }
+    }
+
+    #[test]
+    fn multiset_counts() {
+        let mut r = sample("v");
+        let a = MountId::parse(Some("a")).expect("id");
+        r.add_mount(&a);
+        r.add_mount(&a);
+        r.add_mount(&MountId::anonymous());
+        assert_eq!(r.mount_count(), 3);
+        assert!(r.remove_mount(&a));
+        assert_eq!(r.mount_count(), 2);
+        assert!(r.remove_mount(&a));
+        assert!(!r.remove_mount(&a), "a holds nothing any more");
+        assert!(r.remove_mount(&MountId::anonymous()));
+        assert_eq!(r.mount_count(), 0);
+    }
+
+    #[test]
+    fn save_load_delete_roundtrip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RecordStore::open(&dir.path().join("svc")).expect("open");
+        let mut r = sample("v1");
+        r.add_mount(&MountId::parse(Some("x")).expect("id"));
+        store.save(&r).expect("save");
+        store.save(&sample("v2")).expect("save");
+        std::fs::write(store.dir().join("broken.json"), b"{nope").expect("write");
+        std::fs::write(store.dir().join(".v3.json.tmp"), b"partial").expect("write");
+        let (good, bad) = store.load_all().expect("load");
+        assert_eq!(good.len(), 2);
+        assert_eq!(good[0], r);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].path.ends_with("broken.json"));
+        assert!(!store.dir().join(".v3.json.tmp").exists(), "temp removed");
+        store.delete(&r.name).expect("delete");
+        store.delete(&r.name).expect("delete again is fine");
+        assert_eq!(store.load_all().expect("load").0.len(), 1);
+    }
+
+    #[test]
+    fn record_with_foreign_name_is_bad() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RecordStore::open(dir.path()).expect("open");
+        store.save(&sample("v1")).expect("save");
+        std::fs::rename(store.dir().join("v1.json"), store.dir().join("v9.json")).expect("mv");
+        let (good, bad) = store.load_all().expect("load");
+        assert!(good.is_empty());
+        assert!(bad[0].reason.contains("v1"));
+    }
+}
