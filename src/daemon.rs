@@ -43,12 +43,14 @@ pub struct ConfigSource {
     pub path: PathBuf,
     /// Given with `--config` (a missing file is then an error).
     pub explicit: bool,
+    /// `--service NAME` selection (empty: every configured service).
+    pub only: Vec<String>,
 }
 
 impl ConfigSource {
     /// Loads the settings.
     pub fn load(&self) -> Result<Settings, crate::config::ConfigError> {
-        Settings::load(&self.path, self.explicit)
+        Settings::load_only(&self.path, self.explicit, &self.only)
     }
 }
 

@@ -16,6 +16,11 @@ struct Args {
     /// that file does not exist).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Serve only this service (repeatable). A name the config does not
+    /// declare gets the loop driver with the global [volume] settings.
+    /// Used by the systemd template units (berth@NAME).
+    #[arg(long = "service", value_name = "NAME")]
+    services: Vec<String>,
     /// Validate the configuration, print a summary and exit.
     #[arg(long)]
     check_config: bool,
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH)),
         explicit: args.config.is_some(),
+        only: args.services.clone(),
     };
     let settings = match source.load() {
         Ok(s) => s,

@@ -148,9 +148,19 @@ impl Settings {
     /// Loads `path`. With `explicit == false` a missing file means the
     /// built-in default; with `explicit == true` it is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        Self::load_only(path, explicit, &[])
+    }
+
+    /// Like [`Settings::load`], keeping only the services named in `only`
+    /// (all when empty). A named service the file does not declare is a
+    /// loop service with the global `[volume]` settings, so a systemd
+    /// template instance `berth@NAME` works without editing the file.
+    pub fn load_only(path: &Path, explicit: bool, only: &[String]) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_str_with_source(&text, Some(path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::builtin()),
+            Ok(text) => Self::parse_only(&text, Some(path), only),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Self::parse_only("", None, only)
+            }
             Err(e) => Err(ConfigError {
                 file: path.display().to_string(),
                 detail: format!("cannot read: {e}"),
@@ -160,6 +170,10 @@ impl Settings {
 
     /// Parses and validates TOML text.
     pub fn from_str_with_source(text: &str, source: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::parse_only(text, source, &[])
+    }
+
+    fn parse_only(text: &str, source: Option<&Path>, only: &[String]) -> Result<Self, ConfigError> {
         let file = source
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "built-in default".into());
@@ -176,6 +190,19 @@ impl Settings {
             m.insert("berth".to_string(), raw::RawService::default_loop());
             m
         });
+        let raw_services = if only.is_empty() {
+            raw_services
+        } else {
+            only.iter()
+                .map(|n| {
+                    let rs = raw_services
+                        .get(n)
+                        .cloned()
+                        .unwrap_or_else(raw::RawService::default_loop);
+                    (n.clone(), rs)
+                })
+                .collect()
+        };
         if raw_services.is_empty() {
             return Err(err(
                 "services: at least one service must be configured".into()

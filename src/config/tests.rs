@@ -140,3 +140,17 @@ fn root_paths() {
         assert!(validate_root_path(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn selecting_services() {
+    let text = "[services.a]\ndriver = \"loop\"\n[services.b]\ndriver = \"loop\"\n[volume.create.default]\nsize = 2\n";
+    let s = Settings::parse_only(text, None, &["b".into(), "new".into()]).expect("valid");
+    assert_eq!(s.services.keys().collect::<Vec<_>>(), vec!["b", "new"]);
+    assert_eq!(
+        s.services["new"].policy.create_defaults.size,
+        2 << 30,
+        "global defaults apply"
+    );
+    let e = Settings::parse_only(text, None, &["bad/name".into()]).expect_err("bad name");
+    assert!(e.to_string().contains("bad/name"), "{e}");
+}

@@ -146,11 +146,13 @@ impl CreateSpec {
                 }
                 "overwritefs" => spec.overwrite_fs = parse_bool(k, v)?,
                 "volumetype" | "type" => spec.volume_type = check_text(k, v)?,
-                "iops" => spec.iops = v.trim().parse::<u64>().map_err(|_| {
-                    OptionError(format!(
+                "iops" => {
+                    spec.iops = v.trim().parse::<u64>().map_err(|_| {
+                        OptionError(format!(
                         "option {k}={v:?}: expected a whole number of I/O operations per second"
                     ))
-                })?,
+                    })?
+                }
                 "availabilityzone" => spec.availability_zone = check_text(k, v)?,
                 "uid" => spec.uid = parse_u32(k, v)?,
                 "gid" => spec.gid = parse_u32(k, v)?,
