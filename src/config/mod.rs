@@ -272,7 +272,7 @@ impl Settings {
 
     /// Directory of the state records of `service`.
     pub fn records_dir(&self, service: &str) -> PathBuf {
-        self.daemon.state_dir.join("volumes").join(service)
+        self.daemon.state_dir.join("records").join(service)
     }
 }
 
