@@ -26,6 +26,8 @@
 //! - [`sys`]: the OS boundary (blocking; never called on async threads).
 //! - [`systemd`], [`logging`], [`daemon`]: the host service around it.
 //! - [`client`], [`cli`]: the `berth` command.
+//! - [`dvdcli`]: the `dvdcli` command Mesos runs (any v1 plugin, found as
+//!   Docker finds plugins).
 
 #![deny(missing_docs)]
 
@@ -35,6 +37,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod driver;
+pub mod dvdcli;
 pub mod logging;
 pub mod protocol;
 pub mod service;

@@ -1,8 +1,14 @@
-//! A client of the Docker Volume Plugin API v1 over a UNIX socket, as
-//! dockerd speaks it (POST, JSON body, `Accept` v1.2, dummy Host). Every
-//! call is bounded by a timeout. Used by `berth`, and by anything that
-//! drives a plugin without a Docker engine.
+//! A client of the Docker Volume Plugin API v1, as dockerd speaks it
+//! (POST, JSON body, `Accept` v1.2), over a UNIX socket or over HTTP on
+//! TCP (the `tcp://` endpoints of `.spec` and `.json` plugin files).
+//! Every call is bounded by a timeout. Used by `berth` and `dvdcli`, and
+//! by anything that drives a plugin without a Docker engine.
+//!
+//! [`discovery`] finds a plugin's endpoint by name the way dockerd does.
 
+pub mod discovery;
+
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,14 +18,19 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Errors talking to a plugin. Messages name the socket and the method.
+/// Host header sent over UNIX sockets (dockerd's dummy host).
+const UNIX_HOST: &str = "plugin.moby.localhost";
+
+/// Errors talking to a plugin. Messages name the endpoint (the socket
+/// path, or `tcp://host:port`) and the method.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Could not connect.
     #[error("cannot connect to {socket}: {source}")]
     Connect {
-        /// Socket path.
+        /// Socket path (or `tcp://host:port`).
         socket: PathBuf,
         /// Cause.
         source: std::io::Error,
@@ -29,17 +40,17 @@ pub enum ClientError {
     Transport {
         /// Method.
         method: String,
-        /// Socket path.
+        /// Socket path (or `tcp://host:port`).
         socket: PathBuf,
         /// Cause.
         reason: String,
     },
     /// No answer in time.
-    #[error("{method} on {socket}: no answer within {}s", timeout.as_secs())]
+    #[error("{method} on {socket}: no answer within {}", show_duration(*timeout))]
     Timeout {
         /// Method.
         method: String,
-        /// Socket path.
+        /// Socket path (or `tcp://host:port`).
         socket: PathBuf,
         /// The limit.
         timeout: Duration,
@@ -54,25 +65,142 @@ pub enum ClientError {
     },
 }
 
-/// A plugin at a UNIX socket.
+impl ClientError {
+    /// True when nothing listens at the endpoint (socket file missing,
+    /// connection refused): the request never reached a plugin, so trying
+    /// again later is safe. dockerd retries exactly these.
+    pub fn is_unreachable(&self) -> bool {
+        use std::io::ErrorKind::*;
+        match self {
+            ClientError::Connect { source, .. } => matches!(
+                source.kind(),
+                NotFound | ConnectionRefused | ConnectionReset | ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// `130s`, or `1500ms` below whole seconds.
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Where a plugin listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A UNIX socket.
+    Unix(PathBuf),
+    /// Plain HTTP over TCP at `host:port`.
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// Parses a plugin address as Docker writes it in `.spec` files and
+    /// in the `Addr` of `.json` files: `unix:///path`, `tcp://host:port`
+    /// (or `http://host:port`). A scheme is required; TLS (`https://`)
+    /// is not supported.
+    pub fn from_url(url: &str) -> Result<Endpoint, String> {
+        let url = url.trim();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!(
+                "{url:?} has no protocol (expected unix:///path or tcp://host:port)"
+            ));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "unix" => {
+                if rest.is_empty() || rest.contains('\0') {
+                    return Err(format!("{url:?} does not name a socket path"));
+                }
+                Ok(Endpoint::Unix(PathBuf::from(rest)))
+            }
+            "tcp" | "http" => {
+                let authority = rest.split('/').next().unwrap_or_default();
+                let Some((host, port)) = authority.rsplit_once(':') else {
+                    return Err(format!("{url:?} has no port (expected tcp://host:port)"));
+                };
+                if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+                    return Err(format!(
+                        "{url:?} is not host:port with a port from 1 to 65535"
+                    ));
+                }
+                if authority
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(format!("{url:?} contains spaces or control characters"));
+                }
+                Ok(Endpoint::Tcp(authority.to_string()))
+            }
+            "https" => Err(format!(
+                "{url:?} needs TLS, which this client does not support"
+            )),
+            other => Err(format!(
+                "{url:?}: unknown protocol {other:?} (expected unix or tcp)"
+            )),
+        }
+    }
+
+    /// How errors show the endpoint: the socket path, or `tcp://host:port`.
+    fn label(&self) -> PathBuf {
+        match self {
+            Endpoint::Unix(p) => p.clone(),
+            Endpoint::Tcp(a) => PathBuf::from(format!("tcp://{a}")),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// A plugin at a UNIX socket or a TCP address.
 #[derive(Debug, Clone)]
 pub struct PluginClient {
-    socket: PathBuf,
+    endpoint: Endpoint,
+    /// The socket path, or `tcp://host:port` (what errors show).
+    label: PathBuf,
     timeout: Duration,
 }
 
 impl PluginClient {
-    /// A client for `socket`; each call waits at most `timeout`.
+    /// A client for the UNIX socket `socket`; each call waits at most
+    /// `timeout`.
     pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
+        Self::with_endpoint(Endpoint::Unix(socket.into()), timeout)
+    }
+
+    /// A client for any endpoint; each call waits at most `timeout`.
+    pub fn with_endpoint(endpoint: Endpoint, timeout: Duration) -> Self {
         PluginClient {
-            socket: socket.into(),
+            label: endpoint.label(),
+            endpoint,
             timeout,
         }
     }
 
-    /// The socket path.
+    /// The socket path (for a TCP endpoint: `tcp://host:port`).
     pub fn socket(&self) -> &Path {
-        &self.socket
+        &self.label
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The default limit of each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Sends `body` to `/<method>`; returns status and body.
@@ -81,13 +209,24 @@ impl PluginClient {
         method: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.call_raw_within(method, body, self.timeout).await
+    }
+
+    /// Like [`PluginClient::call_raw`], waiting at most `timeout`
+    /// (connecting included) instead of the client's default.
+    pub async fn call_raw_within(
+        &self,
+        method: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let fut = self.call_raw_inner(method, body);
-        match tokio::time::timeout(self.timeout, fut).await {
+        match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout {
                 method: method.into(),
-                socket: self.socket.clone(),
-                timeout: self.timeout,
+                socket: self.label.clone(),
+                timeout,
             }),
         }
     }
@@ -97,42 +236,72 @@ impl PluginClient {
         method: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let connect_err = |e: std::io::Error| ClientError::Connect {
+            socket: self.label.clone(),
+            source: e,
+        };
+        match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(connect_err)?;
+                self.exchange(stream, UNIX_HOST, method, body).await
+            }
+            Endpoint::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(connect_err)?;
+                // Requests are small and answered at once: no Nagle delay.
+                let _ = stream.set_nodelay(true);
+                self.exchange(stream, addr, method, body).await
+            }
+        }
+    }
+
+    async fn exchange<S>(
+        &self,
+        stream: S,
+        host: &str,
+        method: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let transport = |reason: String| ClientError::Transport {
             method: method.into(),
-            socket: self.socket.clone(),
+            socket: self.label.clone(),
             reason,
         };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| ClientError::Connect {
-                socket: self.socket.clone(),
-                source: e,
-            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| transport(e.to_string()))?;
         let conn_task = tokio::spawn(conn);
         let req = Request::post(format!("/{method}"))
-            .header(hyper::header::HOST, "plugin.moby.localhost")
+            .header(hyper::header::HOST, host)
             .header(
                 hyper::header::ACCEPT,
                 "application/vnd.docker.plugins.v1.2+json",
             )
             .body(Full::new(body))
             .map_err(|e| transport(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| transport(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| transport(e.to_string()))?
-            .to_bytes();
+        let result = async {
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| transport(e.to_string()))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| transport(e.to_string()))?
+                .to_bytes();
+            Ok((status, bytes))
+        }
+        .await;
         conn_task.abort();
-        Ok((status, bytes))
+        result
     }
 
     /// Calls `method` with a JSON request and decodes the JSON answer. A
@@ -142,15 +311,26 @@ impl PluginClient {
         method: &str,
         req: Option<&Req>,
     ) -> Result<Resp, ClientError> {
+        self.call_within(method, req, self.timeout).await
+    }
+
+    /// Like [`PluginClient::call`], waiting at most `timeout` instead of
+    /// the client's default.
+    pub async fn call_within<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: Option<&Req>,
+        timeout: Duration,
+    ) -> Result<Resp, ClientError> {
         let body = match req {
             Some(r) => Bytes::from(serde_json::to_vec(r).map_err(|e| ClientError::Transport {
                 method: method.into(),
-                socket: self.socket.clone(),
+                socket: self.label.clone(),
                 reason: format!("cannot encode request: {e}"),
             })?),
             None => Bytes::new(),
         };
-        let (status, bytes) = self.call_raw(method, body).await?;
+        let (status, bytes) = self.call_raw_within(method, body, timeout).await?;
         let err_of = |b: &Bytes| -> Option<String> {
             serde_json::from_slice::<serde_json::Value>(b)
                 .ok()
@@ -174,8 +354,77 @@ impl PluginClient {
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport {
             method: method.into(),
-            socket: self.socket.clone(),
+            socket: self.label.clone(),
             reason: format!("cannot decode answer: {e}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls() {
+        assert_eq!(
+            Endpoint::from_url("unix:///run/p/x.sock\n"),
+            Ok(Endpoint::Unix("/run/p/x.sock".into()))
+        );
+        assert_eq!(
+            Endpoint::from_url("tcp://127.0.0.1:8080"),
+            Ok(Endpoint::Tcp("127.0.0.1:8080".into()))
+        );
+        assert_eq!(
+            Endpoint::from_url("http://plugin.example:9000/"),
+            Ok(Endpoint::Tcp("plugin.example:9000".into()))
+        );
+        assert_eq!(
+            Endpoint::from_url("TCP://[::1]:80"),
+            Ok(Endpoint::Tcp("[::1]:80".into()))
+        );
+        for bad in [
+            "127.0.0.1:8080",
+            "/run/p/x.sock",
+            "tcp://host",
+            "tcp://:80",
+            "tcp://h:0",
+            "tcp://h:99999",
+            "unix://",
+            "https://h:443",
+            "ftp://h:21",
+        ] {
+            assert!(Endpoint::from_url(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn labels_name_the_endpoint() {
+        let c = PluginClient::new("/run/x.sock", Duration::from_secs(1));
+        assert_eq!(c.socket(), Path::new("/run/x.sock"));
+        let c = PluginClient::with_endpoint(
+            Endpoint::Tcp("127.0.0.1:9".into()),
+            Duration::from_secs(1),
+        );
+        assert_eq!(c.socket(), Path::new("tcp://127.0.0.1:9"));
+        assert_eq!(c.endpoint().to_string(), "tcp://127.0.0.1:9");
+    }
+
+    #[test]
+    fn timeouts_read_well() {
+        assert_eq!(show_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(show_duration(Duration::from_secs(130)), "130s");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_unreachable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = PluginClient::new(dir.path().join("none.sock"), Duration::from_secs(2));
+        let e = c
+            .call::<(), serde_json::Value>("Plugin.Activate", None)
+            .await
+            .expect_err("no socket");
+        assert!(e.is_unreachable(), "{e}");
+        assert!(e.to_string().contains("none.sock"), "{e}");
     }
 }
