@@ -174,3 +174,149 @@ pub struct DetailedListResponse {
     #[serde(rename = "Err", default)]
     pub err: String,
 }
+
+/// A snapshot in `/Berth.Snapshot*` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// Snapshot name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Snapshot ID (the `snapshotID` create option takes it).
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Volume it was taken from.
+    #[serde(rename = "Volume")]
+    pub volume: String,
+    /// ID of that volume.
+    #[serde(rename = "VolumeID")]
+    pub volume_id: String,
+    /// Whether that volume still exists.
+    #[serde(rename = "VolumeExists")]
+    pub volume_exists: bool,
+    /// RFC 3339.
+    #[serde(rename = "CreatedAt")]
+    pub created_at: String,
+    /// Size of the volume when taken, bytes.
+    #[serde(rename = "SizeBytes")]
+    pub size_bytes: u64,
+    /// Bytes its storage takes (extents shared by a reflink count in full).
+    #[serde(rename = "AllocatedBytes")]
+    pub allocated_bytes: u64,
+    /// Filesystem.
+    #[serde(rename = "FsType")]
+    pub fs_type: String,
+    /// Storage pool.
+    #[serde(rename = "Type")]
+    pub volume_type: String,
+    /// How it was copied: "reflink" or "copy" (empty when unknown).
+    #[serde(rename = "CopyMethod", default)]
+    pub copy_method: String,
+    /// How long the mounted source was frozen, microseconds (absent when
+    /// it was not mounted).
+    #[serde(
+        rename = "FrozenMicros",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub frozen_micros: Option<u64>,
+}
+
+/// `/Berth.SnapshotCreate`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotCreateRequest {
+    /// Volume to snapshot.
+    #[serde(rename = "Volume")]
+    pub volume: String,
+    /// Name of the new snapshot.
+    #[serde(rename = "Name")]
+    pub name: String,
+}
+
+/// `/Berth.SnapshotList` (all snapshots, or those of `Volume`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct SnapshotListRequest {
+    /// Only snapshots of this volume.
+    #[serde(rename = "Volume", default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+}
+
+/// `/Berth.SnapshotCreate` and `/Berth.SnapshotInspect` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotResponse {
+    /// The snapshot.
+    #[serde(rename = "Snapshot", default)]
+    pub snapshot: Option<Snapshot>,
+    /// Empty on success.
+    #[serde(rename = "Err", default)]
+    pub err: String,
+}
+
+/// `/Berth.SnapshotList` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotListResponse {
+    /// Snapshots, by name.
+    #[serde(rename = "Snapshots", default)]
+    pub snapshots: Vec<Snapshot>,
+    /// Empty on success.
+    #[serde(rename = "Err", default)]
+    pub err: String,
+}
+
+/// `/Berth.VolumeResize`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResizeRequest {
+    /// Volume name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// New size: GB, or with a unit ("2G", "1500M").
+    #[serde(rename = "Size")]
+    pub size: String,
+}
+
+/// `/Berth.VolumeResize` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ResizeResponse {
+    /// The size now, bytes.
+    #[serde(rename = "SizeBytes", default)]
+    pub size_bytes: u64,
+    /// Empty on success.
+    #[serde(rename = "Err", default)]
+    pub err: String,
+}
+
+/// A long operation in `/Berth.Progress`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Operation {
+    /// Operation ID.
+    #[serde(rename = "ID")]
+    pub id: u64,
+    /// "snapshot", "clone" or "resize".
+    #[serde(rename = "Kind")]
+    pub kind: String,
+    /// What is being made.
+    #[serde(rename = "Target")]
+    pub target: String,
+    /// What it is made from.
+    #[serde(rename = "Source")]
+    pub source: String,
+    /// Bytes done.
+    #[serde(rename = "DoneBytes")]
+    pub done_bytes: u64,
+    /// Bytes to do (0: not known yet).
+    #[serde(rename = "TotalBytes")]
+    pub total_bytes: u64,
+    /// Milliseconds since it started.
+    #[serde(rename = "ElapsedMs")]
+    pub elapsed_ms: u64,
+}
+
+/// `/Berth.Progress` answer: the service's long operations in flight.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ProgressResponse {
+    /// Operations.
+    #[serde(rename = "Operations", default)]
+    pub operations: Vec<Operation>,
+    /// Empty on success.
+    #[serde(rename = "Err", default)]
+    pub err: String,
+}

@@ -13,7 +13,7 @@ use tracing::debug;
 use super::response::{self, Body};
 use super::{Registry, BODY_TIMEOUT, MAX_BODY};
 use crate::protocol::*;
-use crate::service::{status_map, VolumeService, VolumeView};
+use crate::service::{status_map, SnapshotView, VolumeService, VolumeView};
 
 /// The calls a plugin socket answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,18 @@ pub enum Route {
     Status,
     /// `/Berth.List`.
     DetailedList,
+    /// `/Berth.SnapshotCreate`.
+    SnapshotCreate,
+    /// `/Berth.SnapshotList`.
+    SnapshotList,
+    /// `/Berth.SnapshotInspect`.
+    SnapshotInspect,
+    /// `/Berth.SnapshotRemove`.
+    SnapshotRemove,
+    /// `/Berth.VolumeResize`.
+    VolumeResize,
+    /// `/Berth.Progress`.
+    Progress,
 }
 
 impl Route {
@@ -57,6 +69,12 @@ impl Route {
             "/VolumeDriver.Capabilities" => Route::Capabilities,
             "/Berth.Status" => Route::Status,
             "/Berth.List" => Route::DetailedList,
+            "/Berth.SnapshotCreate" => Route::SnapshotCreate,
+            "/Berth.SnapshotList" => Route::SnapshotList,
+            "/Berth.SnapshotInspect" => Route::SnapshotInspect,
+            "/Berth.SnapshotRemove" => Route::SnapshotRemove,
+            "/Berth.VolumeResize" => Route::VolumeResize,
+            "/Berth.Progress" => Route::Progress,
             _ => return None,
         })
     }
@@ -268,6 +286,89 @@ async fn dispatch(
                 err: String::new(),
             })
         }
+        Route::SnapshotCreate => {
+            let r: SnapshotCreateRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            match svc.snapshot_create(&r.volume, &r.name).await {
+                Ok(v) => response::ok(&SnapshotResponse {
+                    snapshot: Some(snapshot_of(&v)),
+                    err: String::new(),
+                }),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::SnapshotList => {
+            // An empty body lists everything.
+            let r: SnapshotListRequest = if body.iter().all(u8::is_ascii_whitespace) {
+                SnapshotListRequest::default()
+            } else {
+                match decode(path, body) {
+                    Ok(r) => r,
+                    Err(resp) => return *resp,
+                }
+            };
+            match svc.snapshot_list(r.volume.as_deref()) {
+                Ok(v) => response::ok(&SnapshotListResponse {
+                    snapshots: v.iter().map(snapshot_of).collect(),
+                    err: String::new(),
+                }),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::SnapshotInspect => {
+            let r: NameRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            match svc.snapshot_get(&r.name) {
+                Ok(v) => response::ok(&SnapshotResponse {
+                    snapshot: Some(snapshot_of(&v)),
+                    err: String::new(),
+                }),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::SnapshotRemove => {
+            let r: NameRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            match svc.snapshot_remove(&r.name).await {
+                Ok(()) => response::ok(&ErrResponse::default()),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::VolumeResize => {
+            let r: ResizeRequest = match decode(path, body) {
+                Ok(r) => r,
+                Err(resp) => return *resp,
+            };
+            match svc.resize(&r.name, &r.size).await {
+                Ok(size_bytes) => response::ok(&ResizeResponse {
+                    size_bytes,
+                    err: String::new(),
+                }),
+                Err(e) => response::service_error(&e),
+            }
+        }
+        Route::Progress => response::ok(&ProgressResponse {
+            operations: svc
+                .operations()
+                .into_iter()
+                .map(|o| Operation {
+                    id: o.id,
+                    kind: o.kind,
+                    target: o.target,
+                    source: o.source,
+                    done_bytes: o.done,
+                    total_bytes: o.total,
+                    elapsed_ms: o.elapsed.as_millis() as u64,
+                })
+                .collect(),
+            err: String::new(),
+        }),
         Route::Status => {
             let services = registry
                 .services
@@ -308,6 +409,27 @@ fn volume_of(v: &VolumeView, service: &str) -> Volume {
     }
 }
 
+fn snapshot_of(v: &SnapshotView) -> Snapshot {
+    let r = &v.record;
+    Snapshot {
+        name: r.name.to_string(),
+        id: r.id.clone(),
+        volume: r.volume.to_string(),
+        volume_id: r.volume_id.clone(),
+        volume_exists: v.source_exists,
+        created_at: r.created_at.clone(),
+        size_bytes: r.size,
+        allocated_bytes: v.allocated,
+        fs_type: r.fs_type.as_str().to_string(),
+        volume_type: r.volume_type.clone(),
+        copy_method: r.driver_data.get("copyMethod").cloned().unwrap_or_default(),
+        frozen_micros: r
+            .driver_data
+            .get("frozenMicros")
+            .and_then(|s| s.parse().ok()),
+    }
+}
+
 /// Options as a map (helper for tests).
 pub fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -324,6 +446,11 @@ mod tests {
     fn routes() {
         assert_eq!(Route::from_path("/Plugin.Activate"), Some(Route::Activate));
         assert_eq!(Route::from_path("/VolumeDriver.Mount"), Some(Route::Mount));
+        assert_eq!(
+            Route::from_path("/Berth.SnapshotCreate"),
+            Some(Route::SnapshotCreate)
+        );
+        assert_eq!(Route::from_path("/Berth.Progress"), Some(Route::Progress));
         assert_eq!(Route::from_path("/VolumeDriver.mount"), None);
         assert_eq!(Route::from_path("/VolumeDriver.Mount/"), None);
         assert_eq!(Route::from_path("/"), None);

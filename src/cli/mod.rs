@@ -3,6 +3,8 @@
 //! non-zero exit.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,6 +45,40 @@ pub enum Command {
     /// Volume operations.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Snapshot operations.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `berth snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a crash-consistent snapshot of a volume (mounted or not).
+    Create {
+        /// Volume to snapshot.
+        volume: String,
+        /// Name of the new snapshot.
+        name: String,
+    },
+    /// List snapshots.
+    #[command(alias = "list")]
+    Ls {
+        /// Only snapshots of this volume.
+        #[arg(long)]
+        volume: Option<String>,
+    },
+    /// Show snapshots in detail (by name or ID).
+    Inspect {
+        /// Snapshot names or IDs.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove a snapshot (volumes created from it stay).
+    #[command(alias = "remove")]
+    Rm {
+        /// Snapshot name.
+        name: String,
+    },
 }
 
 /// `berth volume …`.
@@ -93,6 +129,24 @@ pub enum VolumeCommand {
         /// Volume name.
         name: String,
     },
+    /// Create a volume as a crash-consistent copy of another (which may be
+    /// in use): the same as `create NEW -o volumeName=SOURCE`.
+    Clone {
+        /// Volume to copy.
+        source: String,
+        /// Name of the new volume.
+        name: String,
+        /// More options KEY=VALUE (size to grow the copy, type, uid, gid, mode, …).
+        #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+        opts: Vec<String>,
+    },
+    /// Grow a volume (mounted xfs and btrfs grow online). Shrinking is refused.
+    Resize {
+        /// Volume name.
+        name: String,
+        /// New size: GB, or with a unit (500M, 2G, 1.5T).
+        size: String,
+    },
 }
 
 fn parse_opts(opts: &[String]) -> Result<BTreeMap<String, String>, String> {
@@ -135,6 +189,95 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+fn bar(op: &Operation) -> String {
+    const WIDTH: u64 = 30;
+    let total = op.total_bytes.max(1);
+    let done = op.done_bytes.min(total);
+    let filled = (done * WIDTH / total) as usize;
+    format!(
+        "{} {}: [{}{}] {:>3}% {} of {}",
+        op.kind,
+        op.target,
+        "#".repeat(filled),
+        ".".repeat(WIDTH as usize - filled),
+        done * 100 / total,
+        human_bytes(done),
+        human_bytes(op.total_bytes)
+    )
+}
+
+/// Awaits `fut`; meanwhile, when `show`, draws a progress bar on stderr
+/// for the daemon's operation on `target` (polled from `/Berth.Progress`).
+async fn with_progress<T>(
+    c: &PluginClient,
+    target: &str,
+    show: bool,
+    fut: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    if !show {
+        return fut.await;
+    }
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.tick().await;
+    let mut drawn = false;
+    loop {
+        tokio::select! {
+            r = &mut fut => {
+                if drawn {
+                    eprint!("\r\x1b[K");
+                }
+                return r;
+            }
+            _ = tick.tick() => {
+                if let Ok(p) = c.call::<(), ProgressResponse>("Berth.Progress", None).await {
+                    if let Some(op) = p.operations.iter().find(|o| o.target == target && o.total_bytes > 0) {
+                        eprint!("\r\x1b[K{}", bar(op));
+                        drawn = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn snapshot_rows(snaps: &[Snapshot]) -> Vec<Vec<String>> {
+    snaps
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                if s.volume_exists {
+                    s.volume.clone()
+                } else {
+                    format!("{} (removed)", s.volume)
+                },
+                human_bytes(s.size_bytes),
+                human_bytes(s.allocated_bytes),
+                s.fs_type.clone(),
+                s.volume_type.clone(),
+                if s.copy_method.is_empty() {
+                    "-".into()
+                } else {
+                    s.copy_method.clone()
+                },
+                s.created_at.clone(),
+            ]
+        })
+        .collect()
+}
+
+const SNAPSHOT_HEADERS: [&str; 8] = [
+    "NAME",
+    "VOLUME",
+    "SIZE",
+    "ALLOCATED",
+    "FS",
+    "POOL",
+    "COPY",
+    "CREATED",
+];
+
 fn s(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => s.clone(),
@@ -175,6 +318,7 @@ pub fn run(cli: Cli) -> ExitCode {
 async fn execute(c: &PluginClient, cli: &Cli) -> Result<String, String> {
     let e = |e: ClientError| e.to_string();
     let json = |v: &dyn erased::Json| v.to_json();
+    let show_progress = !cli.json && std::io::stderr().is_terminal();
     match &cli.command {
         Command::Status => {
             let st: StatusResponse = c.call::<(), _>("Berth.Status", None).await.map_err(e)?;
@@ -211,6 +355,7 @@ async fn execute(c: &PluginClient, cli: &Cli) -> Result<String, String> {
             ));
             Ok(out)
         }
+        Command::Snapshot(cmd) => snapshot_command(c, cli, cmd, show_progress).await,
         Command::Volume(v) => match v {
             VolumeCommand::Ls => {
                 let l: DetailedListResponse =
@@ -317,6 +462,54 @@ async fn execute(c: &PluginClient, cli: &Cli) -> Result<String, String> {
                     format!("{name}\n")
                 })
             }
+            VolumeCommand::Clone { source, name, opts } => {
+                let mut opts = parse_opts(opts)?;
+                if let Some(k) = opts.keys().find(|k| {
+                    matches!(
+                        k.to_ascii_lowercase().as_str(),
+                        "volumename" | "volumeid" | "snapshotname" | "snapshotid"
+                    )
+                }) {
+                    return Err(format!(
+                        "option {k} names another source; clone copies {source}"
+                    ));
+                }
+                opts.insert("volumeName".into(), source.clone());
+                let req = CreateRequest {
+                    name: name.clone(),
+                    opts: Some(opts),
+                };
+                let _: ErrResponse = with_progress(
+                    c,
+                    name,
+                    show_progress,
+                    c.call("VolumeDriver.Create", Some(&req)),
+                )
+                .await
+                .map_err(e)?;
+                Ok(if cli.json {
+                    json(&serde_json::json!({ "Name": name, "Source": source }))
+                } else {
+                    format!("{name}\n")
+                })
+            }
+            VolumeCommand::Resize { name, size } => {
+                let r: ResizeResponse = c
+                    .call(
+                        "Berth.VolumeResize",
+                        Some(&ResizeRequest {
+                            name: name.clone(),
+                            size: size.clone(),
+                        }),
+                    )
+                    .await
+                    .map_err(e)?;
+                Ok(if cli.json {
+                    json(&serde_json::json!({ "Name": name, "SizeBytes": r.size_bytes }))
+                } else {
+                    format!("{name}: {}\n", human_bytes(r.size_bytes))
+                })
+            }
             VolumeCommand::Path { name } => {
                 let r: MountpointResponse = c
                     .call(
@@ -334,6 +527,83 @@ async fn execute(c: &PluginClient, cli: &Cli) -> Result<String, String> {
                 })
             }
         },
+    }
+}
+
+async fn snapshot_command(
+    c: &PluginClient,
+    cli: &Cli,
+    cmd: &SnapshotCommand,
+    show_progress: bool,
+) -> Result<String, String> {
+    let e = |e: ClientError| e.to_string();
+    let json = |v: &dyn erased::Json| v.to_json();
+    match cmd {
+        SnapshotCommand::Create { volume, name } => {
+            let req = SnapshotCreateRequest {
+                volume: volume.clone(),
+                name: name.clone(),
+            };
+            let r: SnapshotResponse = with_progress(
+                c,
+                name,
+                show_progress,
+                c.call("Berth.SnapshotCreate", Some(&req)),
+            )
+            .await
+            .map_err(e)?;
+            let snap = r
+                .snapshot
+                .ok_or_else(|| format!("snapshot {name}: the daemon answered without it"))?;
+            Ok(if cli.json {
+                json(&snap)
+            } else {
+                format!("{}\n", snap.name)
+            })
+        }
+        SnapshotCommand::Ls { volume } => {
+            let r: SnapshotListResponse = c
+                .call(
+                    "Berth.SnapshotList",
+                    Some(&SnapshotListRequest {
+                        volume: volume.clone(),
+                    }),
+                )
+                .await
+                .map_err(e)?;
+            if cli.json {
+                return Ok(json(&r.snapshots));
+            }
+            Ok(table(&SNAPSHOT_HEADERS, &snapshot_rows(&r.snapshots)))
+        }
+        SnapshotCommand::Inspect { names } => {
+            let mut snaps = Vec::new();
+            for n in names {
+                let r: SnapshotResponse = c
+                    .call(
+                        "Berth.SnapshotInspect",
+                        Some(&NameRequest { name: n.clone() }),
+                    )
+                    .await
+                    .map_err(e)?;
+                snaps.extend(r.snapshot);
+            }
+            Ok(json(&snaps))
+        }
+        SnapshotCommand::Rm { name } => {
+            let _: ErrResponse = c
+                .call(
+                    "Berth.SnapshotRemove",
+                    Some(&NameRequest { name: name.clone() }),
+                )
+                .await
+                .map_err(e)?;
+            Ok(if cli.json {
+                json(&serde_json::json!({ "Name": name }))
+            } else {
+                format!("{name}\n")
+            })
+        }
     }
 }
 
@@ -363,6 +633,45 @@ mod tests {
         assert_eq!(m["a"], "b=c", "value keeps its '='");
         assert!(parse_opts(&["novalue".into()]).is_err());
         assert!(parse_opts(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn progress_bar() {
+        let op = Operation {
+            id: 1,
+            kind: "snapshot".into(),
+            target: "s1".into(),
+            source: "volume v".into(),
+            done_bytes: 50 << 20,
+            total_bytes: 100 << 20,
+            elapsed_ms: 10,
+        };
+        let b = bar(&op);
+        assert!(
+            b.starts_with("snapshot s1: [###############..............."),
+            "{b}"
+        );
+        assert!(b.contains(" 50% 50.0 MiB of 100.0 MiB"), "{b}");
+    }
+
+    #[test]
+    fn cli_parses_new_commands() {
+        let c = Cli::try_parse_from(["berth", "snapshot", "create", "v1", "s1"]).expect("parse");
+        assert!(matches!(
+            c.command,
+            Command::Snapshot(SnapshotCommand::Create { .. })
+        ));
+        let c = Cli::try_parse_from(["berth", "volume", "clone", "v1", "v2", "-o", "size=3"])
+            .expect("parse");
+        assert!(matches!(
+            c.command,
+            Command::Volume(VolumeCommand::Clone { .. })
+        ));
+        let c = Cli::try_parse_from(["berth", "volume", "resize", "v1", "2G"]).expect("parse");
+        assert!(matches!(
+            c.command,
+            Command::Volume(VolumeCommand::Resize { .. })
+        ));
     }
 
     #[test]

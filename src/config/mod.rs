@@ -68,6 +68,9 @@ pub struct ServiceSettings {
     pub name: String,
     /// The storage driver and its settings.
     pub driver: DriverSettings,
+    /// Storage pools besides `default` (the `volumeType` create option):
+    /// pool name → image directory (loop driver).
+    pub pools: BTreeMap<String, PathBuf>,
     /// Scope reported by Capabilities.
     pub scope: Scope,
     /// Volume lifecycle policy.
@@ -226,6 +229,37 @@ impl Settings {
                     )))
                 }
             };
+            let mut pools = BTreeMap::new();
+            for (pool, rp) in rs.pools.iter().flatten() {
+                let pkey = format!("{key}.pools.{pool}");
+                validate_pool_name(pool).map_err(|r| err(format!("{pkey}: {r}")))?;
+                let dir = absolute(&rp.image_dir, &format!("{pkey}.image_dir")).map_err(err)?;
+                pools.insert(pool.clone(), dir);
+            }
+            let default_type = &policy.create_defaults.volume_type;
+            if !default_type.is_empty()
+                && default_type != DEFAULT_POOL
+                && !pools.contains_key(default_type)
+            {
+                let local = rs
+                    .volume
+                    .as_ref()
+                    .and_then(|v| v.create.as_ref())
+                    .and_then(|c| c.default.as_ref())
+                    .is_some_and(|d| d.volume_type.is_some());
+                let where_ = if local {
+                    format!("{key}.volume.create.default.type")
+                } else {
+                    "volume.create.default.type".to_string()
+                };
+                return Err(err(format!(
+                    "{where_}: pool {default_type:?} is not configured for service {name} (pools: {}); add [{key}.pools.{default_type}]",
+                    std::iter::once(DEFAULT_POOL)
+                        .chain(pools.keys().map(String::as_str))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
             let scope = match rs.scope.as_deref() {
                 None | Some("local") => Scope::Local,
                 Some("global") => Scope::Global,
@@ -240,22 +274,38 @@ impl Settings {
                 ServiceSettings {
                     name: name.clone(),
                     driver,
+                    pools,
                     scope,
                     policy,
                 },
             );
         }
-        // Two loop services must not share an image directory: each
-        // reconciles (and cleans) its own.
-        let mut seen: BTreeMap<&Path, &str> = BTreeMap::new();
+        // Two loop services (or pools) must not share an image directory,
+        // nor nest one in another: each reconciles (and cleans) its own.
+        let mut seen: Vec<(PathBuf, String)> = Vec::new();
         for s in services.values() {
             let DriverSettings::Loop { image_dir } = &s.driver;
-            if let Some(other) = seen.insert(image_dir.as_path(), &s.name) {
-                return Err(err(format!(
-                    "services.{}.image_dir: {} is already used by service {other}",
-                    s.name,
-                    image_dir.display()
-                )));
+            let dirs =
+                std::iter::once((image_dir.clone(), format!("services.{}.image_dir", s.name)))
+                    .chain(s.pools.iter().map(|(p, d)| {
+                        (
+                            d.clone(),
+                            format!("services.{}.pools.{p}.image_dir", s.name),
+                        )
+                    }));
+            for (dir, key) in dirs {
+                if let Some((_, other)) = seen
+                    .iter()
+                    .find(|(d, _)| d.starts_with(&dir) || dir.starts_with(d))
+                {
+                    let how = if seen.iter().any(|(d, _)| d == &dir) {
+                        "is already used by"
+                    } else {
+                        "overlaps (one lies inside the other)"
+                    };
+                    return Err(err(format!("{key}: {} {how} {other}", dir.display())));
+                }
+                seen.push((dir, key));
             }
         }
         Ok(Settings {
@@ -273,6 +323,34 @@ impl Settings {
     /// Directory of the state records of `service`.
     pub fn records_dir(&self, service: &str) -> PathBuf {
         self.daemon.state_dir.join("records").join(service)
+    }
+}
+
+/// The pool every service has: its own `image_dir`.
+pub const DEFAULT_POOL: &str = "default";
+
+/// Pool names: what users pass as `volumeType`/`type`.
+pub fn validate_pool_name(name: &str) -> Result<(), String> {
+    if name == DEFAULT_POOL {
+        return Err(format!(
+            "pool name {DEFAULT_POOL:?} is reserved for the service's own image_dir; set image_dir instead"
+        ));
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "pool name {name:?} is invalid (1-64 of [a-zA-Z0-9_.-], starting with a letter or digit)"
+        ))
     }
 }
 

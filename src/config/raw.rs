@@ -39,7 +39,15 @@ pub struct RawService {
     pub driver: String,
     pub scope: Option<String>,
     pub image_dir: Option<PathBuf>,
+    pub pools: Option<BTreeMap<String, RawPool>>,
     pub volume: Option<RawVolume>,
+}
+
+/// `[services.NAME.pools.POOL]`: a storage pool (`volumeType`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub image_dir: PathBuf,
 }
 
 impl RawService {
@@ -48,6 +56,7 @@ impl RawService {
             driver: "loop".into(),
             scope: None,
             image_dir: None,
+            pools: None,
             volume: None,
         }
     }

@@ -154,3 +154,64 @@ fn selecting_services() {
     let e = Settings::parse_only(text, None, &["bad/name".into()]).expect_err("bad name");
     assert!(e.to_string().contains("bad/name"), "{e}");
 }
+
+#[test]
+fn pools_are_parsed_and_validated() {
+    let text = r#"
+[services.mesos]
+driver = "loop"
+image_dir = "/srv/images/mesos"
+[services.mesos.pools.io1]
+image_dir = "/mnt/fast/berth"
+[services.mesos.pools.slow]
+image_dir = "/mnt/slow/berth"
+[services.mesos.volume.create.default]
+type = "io1"
+"#;
+    let s = Settings::from_str_with_source(text, Some(Path::new("/x.toml"))).expect("valid");
+    let m = &s.services["mesos"];
+    assert_eq!(m.pools.len(), 2);
+    assert_eq!(m.pools["io1"], PathBuf::from("/mnt/fast/berth"));
+    assert_eq!(m.policy.create_defaults.volume_type, "io1");
+
+    let e = err_of("[services.a]\ndriver = \"loop\"\n[services.a.pools.p]\nimage_dir = \"rel\"\n");
+    assert!(
+        e.contains("services.a.pools.p.image_dir") && e.contains("absolute"),
+        "{e}"
+    );
+    let e = err_of(
+        "[services.a]\ndriver = \"loop\"\n[services.a.pools.p]\nimage_dir = \"/x\"\nsize = 1\n",
+    );
+    assert!(e.contains("size"), "{e}");
+    let e =
+        err_of("[services.a]\ndriver = \"loop\"\n[services.a.pools.default]\nimage_dir = \"/x\"\n");
+    assert!(
+        e.contains("services.a.pools.default") && e.contains("reserved"),
+        "{e}"
+    );
+    let e =
+        err_of("[services.a]\ndriver = \"loop\"\n[services.a.pools.\"b/c\"]\nimage_dir = \"/x\"\n");
+    assert!(e.contains("b/c"), "{e}");
+    let e = err_of("[services.a]\ndriver = \"loop\"\nimage_dir = \"/i\"\n[services.a.pools.p]\nimage_dir = \"/i/sub\"\n");
+    assert!(
+        e.contains("services.a.pools.p.image_dir") && e.contains("overlaps"),
+        "{e}"
+    );
+    let e = err_of(
+        "[services.a]\ndriver = \"loop\"\n[services.a.volume.create.default]\ntype = \"io1\"\n",
+    );
+    assert!(
+        e.contains("services.a.volume.create.default.type")
+            && e.contains("io1")
+            && e.contains("default"),
+        "{e}"
+    );
+    let e = err_of("[volume.create.default]\ntype = \"gold\"\n");
+    assert!(
+        e.contains("volume.create.default.type") && e.contains("gold"),
+        "{e}"
+    );
+    // "default" is always a pool.
+    Settings::from_str_with_source("[volume.create.default]\ntype = \"default\"\n", None)
+        .expect("default pool");
+}

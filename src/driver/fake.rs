@@ -1,12 +1,12 @@
 //! An in-memory driver for unit tests of the service layer, with
 //! injectable failures. Never compiled into the daemon.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{CreateHow, Driver, DriverError, DriverResult};
-use crate::state::{MountRecord, VolumeRecord};
+use super::{CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress, DEFAULT_POOL};
+use crate::state::{MountRecord, SnapshotRecord, VolumeRecord};
 use crate::sys::{mounts::MountTable, SysError};
 
 /// What the fake holds and which step fails next.
@@ -16,7 +16,14 @@ pub struct FakeState {
     pub created: BTreeSet<String>,
     /// Volumes mounted.
     pub mounted: BTreeSet<String>,
-    /// Fail the next call of this step ("create", "mount", "unmount", "remove").
+    /// Snapshots with storage.
+    pub snapshots: BTreeSet<String>,
+    /// Extra pools.
+    pub pools: BTreeMap<String, String>,
+    /// Volume sizes after resize.
+    pub sizes: BTreeMap<String, u64>,
+    /// Fail the next call of this step ("create", "mount", "unmount",
+    /// "remove", "snapshot", "remove_snapshot", "resize").
     pub fail: Option<&'static str>,
     /// Calls, in order.
     pub calls: Vec<String>,
@@ -56,11 +63,41 @@ impl Driver for FakeDriver {
     fn kind(&self) -> &'static str {
         "fake"
     }
-    fn free_space(&self) -> Option<u64> {
+    fn pools(&self) -> Vec<String> {
+        let s = self.state.lock().expect("fake state");
+        std::iter::once(DEFAULT_POOL.to_string())
+            .chain(s.pools.keys().cloned())
+            .collect()
+    }
+    fn configure_pools(&self, pools: &BTreeMap<String, String>) -> DriverResult<()> {
+        self.state.lock().expect("fake state").pools = pools.clone();
+        Ok(())
+    }
+    fn free_space(&self, _pool: &str) -> Option<u64> {
         Some(1 << 40)
     }
-    fn create(&self, rec: &mut VolumeRecord, _how: &CreateHow) -> DriverResult<()> {
+    fn create(&self, rec: &mut VolumeRecord, how: &CreateHow<'_>) -> DriverResult<()> {
         let mut s = self.step("create", rec.name.as_str())?;
+        match how.source {
+            Some(CreateSource::Volume(v)) => {
+                s.calls.push(format!("clone {} from {}", rec.name, v.name));
+                rec.size = v.size;
+                rec.fs_type = v.fs_type;
+            }
+            Some(CreateSource::Snapshot(sn)) => {
+                if !s.snapshots.contains(sn.name.as_str()) {
+                    return Err(DriverError::Conflict {
+                        volume: rec.name.to_string(),
+                        reason: format!("snapshot {} has no storage", sn.name),
+                    });
+                }
+                s.calls
+                    .push(format!("restore {} from {}", rec.name, sn.name));
+                rec.size = sn.size;
+                rec.fs_type = sn.fs_type;
+            }
+            None => {}
+        }
         s.created.insert(rec.name.to_string());
         Ok(())
     }
@@ -87,7 +124,34 @@ impl Driver for FakeDriver {
     fn allocated(&self, _rec: &VolumeRecord) -> u64 {
         4096
     }
-    fn reconcile(&self, _records: &[VolumeRecord], _table: &MountTable) -> Vec<String> {
+    fn reconcile(
+        &self,
+        _records: &[VolumeRecord],
+        _snapshots: &[SnapshotRecord],
+        _table: &MountTable,
+    ) -> Vec<String> {
         Vec::new()
+    }
+    fn snapshot(
+        &self,
+        rec: &VolumeRecord,
+        snap: &mut SnapshotRecord,
+        progress: &Progress,
+    ) -> DriverResult<()> {
+        let mut s = self.step("snapshot", snap.name.as_str())?;
+        progress.set(rec.size, rec.size);
+        s.snapshots.insert(snap.name.to_string());
+        snap.driver_data.insert("fake".into(), "1".into());
+        Ok(())
+    }
+    fn remove_snapshot(&self, snap: &SnapshotRecord) -> DriverResult<()> {
+        let mut s = self.step("remove_snapshot", snap.name.as_str())?;
+        s.snapshots.remove(snap.name.as_str());
+        Ok(())
+    }
+    fn resize(&self, rec: &VolumeRecord, new_size: u64) -> DriverResult<()> {
+        let mut s = self.step("resize", rec.name.as_str())?;
+        s.sizes.insert(rec.name.to_string(), new_size);
+        Ok(())
     }
 }

@@ -1,41 +1,255 @@
 //! The loop driver: a volume is a sparse image file, formatted with
 //! mkfs, attached to a loop device and mounted.
+//!
+//! Pools are image directories (the default pool is the service's
+//! `image_dir`). Snapshots are image files `<snapshot>.snap` next to the
+//! source's image, made with `FICLONE` where the pool's filesystem shares
+//! extents and with a sparse copy elsewhere; a mounted source is frozen
+//! (`FIFREEZE`) for the length of the copy. Clones are made the same way.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
-use super::{CreateHow, Driver, DriverError, DriverResult};
-use crate::state::{MountRecord, Phase, VolumeRecord};
-use crate::sys::{cmd, fsutil, loopdev, mounts, mounts::MountTable, SysError};
-use crate::volume::FsType;
+use super::{CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress, DEFAULT_POOL};
+use crate::state::{MountRecord, Phase, SnapshotRecord, VolumeRecord};
+use crate::sys::reflink::{self, CopyMethod};
+use crate::sys::{caps, cmd, fsutil, loopdev, mounts, mounts::MountTable, SysError};
+use crate::volume::{human_bytes, FsType};
 
 /// Key of the image path in `driver_data`.
 const IMAGE_KEY: &str = "image";
+/// Key of how a clone or snapshot was copied ("reflink" or "copy").
+const METHOD_KEY: &str = "copyMethod";
+/// Key of how long a mounted source stayed frozen, in microseconds.
+const FROZEN_KEY: &str = "frozenMicros";
+/// Prefix of the temporary mount points used to grow an unmounted
+/// xfs or btrfs volume (under the pool directory).
+const GROW_PREFIX: &str = ".berth-grow-";
+
+/// Suffix of a copy in the making (garbage if found at start-up).
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// `<dir>/.<name>.partial` for `<dir>/<name>`.
+fn partial_of(dst: &Path) -> PathBuf {
+    let name = dst
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dst.with_file_name(format!(".{name}{PARTIAL_SUFFIX}"))
+}
 
 /// Loop-device volumes for one service.
 #[derive(Debug)]
 pub struct LoopDriver {
     image_dir: PathBuf,
+    pools: RwLock<BTreeMap<String, PathBuf>>,
     timeout: Duration,
 }
 
 impl LoopDriver {
-    /// A driver keeping images in `image_dir`; external tools get at most
-    /// `timeout` each.
+    /// A driver keeping images in `image_dir` (the default pool); external
+    /// tools get at most `timeout` each.
     pub fn new(image_dir: PathBuf, timeout: Duration) -> Self {
-        LoopDriver { image_dir, timeout }
+        LoopDriver {
+            image_dir,
+            pools: RwLock::new(BTreeMap::new()),
+            timeout,
+        }
     }
 
-    /// The image directory.
+    /// Adds named pools (image directories).
+    pub fn with_pools(self, pools: BTreeMap<String, PathBuf>) -> Self {
+        *self.pools.write().unwrap_or_else(|p| p.into_inner()) = pools;
+        self
+    }
+
+    /// The image directory of the default pool.
     pub fn image_dir(&self) -> &Path {
         &self.image_dir
+    }
+
+    /// The image directory of `pool` ("" is the default pool).
+    pub fn pool_dir(&self, pool: &str) -> Option<PathBuf> {
+        if pool.is_empty() || pool == DEFAULT_POOL {
+            return Some(self.image_dir.clone());
+        }
+        self.pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pool)
+            .cloned()
+    }
+
+    fn all_dirs(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.image_dir.clone()];
+        v.extend(
+            self.pools
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned(),
+        );
+        v
+    }
+
+    fn dir_of_pool(&self, name: &impl std::fmt::Display, pool: &str) -> DriverResult<PathBuf> {
+        self.pool_dir(pool).ok_or_else(|| DriverError::Conflict {
+            volume: name.to_string(),
+            reason: format!(
+                "storage pool {pool:?} is not configured (pools: {})",
+                self.pools().join(", ")
+            ),
+        })
     }
 
     fn image_of(&self, rec: &VolumeRecord) -> PathBuf {
         rec.driver_data
             .get(IMAGE_KEY)
             .map(PathBuf::from)
-            .unwrap_or_else(|| self.image_dir.join(format!("{}.img", rec.name)))
+            .unwrap_or_else(|| {
+                self.pool_dir(&rec.volume_type)
+                    .unwrap_or_else(|| self.image_dir.clone())
+                    .join(format!("{}.img", rec.name))
+            })
+    }
+
+    fn snap_image_of(&self, snap: &SnapshotRecord) -> PathBuf {
+        snap.driver_data
+            .get(IMAGE_KEY)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                self.pool_dir(&snap.volume_type)
+                    .unwrap_or_else(|| self.image_dir.clone())
+                    .join(format!("{}.snap", snap.name))
+            })
+    }
+
+    /// Copies `src` to the new file `dst`, freezing the filesystem
+    /// mounted at `freeze_at` (if any) for the length of the copy only:
+    /// the copy is made under a temporary name (`.<name>.partial`, removed
+    /// at start-up if a crash leaves one), made durable after the thaw,
+    /// then renamed into place. Returns the method and how long writers
+    /// of the source were blocked (from the freeze call to the thaw).
+    fn point_in_time_copy(
+        &self,
+        who: &impl std::fmt::Display,
+        src: &Path,
+        dst: &Path,
+        freeze_at: Option<&Path>,
+        progress: Option<&Progress>,
+    ) -> DriverResult<(CopyMethod, Option<Duration>)> {
+        let report = |done: u64, total: u64| {
+            if let Some(p) = progress {
+                p.set(done, total);
+            }
+        };
+        let partial = partial_of(dst);
+        let started = Instant::now();
+        let frozen = match freeze_at {
+            Some(t) => Some(
+                reflink::freeze(t)
+                    .map_err(|e| DriverError::sys(who, "freeze the source filesystem", e))?,
+            ),
+            None => None,
+        };
+        let freeze_done = started.elapsed();
+        let copied = reflink::clone_or_copy(src, &partial, false, &report);
+        let mut frozen_for = None;
+        if let Some(guard) = frozen {
+            let thawed = guard.thaw();
+            frozen_for = Some(started.elapsed());
+            if let Err(e) = thawed {
+                if copied.is_ok() {
+                    let _ = std::fs::remove_file(&partial);
+                }
+                return Err(DriverError::sys(who, "thaw the source filesystem", e));
+            }
+        }
+        let copied_at = started.elapsed();
+        let method = copied.map_err(|e| DriverError::sys(who, "copy image", e))?;
+        let durable =
+            fsutil::fsync_file(&partial).and_then(|_| fsutil::rename_durable(&partial, dst));
+        if let Err(e) = durable {
+            let _ = std::fs::remove_file(&partial);
+            return Err(DriverError::sys(who, "make the copy durable", e));
+        }
+        tracing::debug!(copy = %who, method = method.as_str(),
+            frozen_us = frozen_for.map(|d| d.as_micros() as u64),
+            freeze_us = freeze_done.as_micros() as u64,
+            copy_us = copied_at.as_micros() as u64,
+            durable_us = (started.elapsed() - copied_at).as_micros() as u64,
+            "point-in-time copy made");
+        Ok((method, frozen_for))
+    }
+
+    fn grow_fs_tool(&self, fs: FsType, device: &Path, target: &Path) -> Result<(), SysError> {
+        let dev = device.to_string_lossy();
+        let tgt = target.to_string_lossy();
+        match fs {
+            FsType::Ext4 => cmd::run("resize2fs", &[&dev], self.timeout),
+            FsType::Xfs => cmd::run("xfs_growfs", &[&tgt], self.timeout),
+            FsType::Btrfs => cmd::run(
+                "btrfs",
+                &["filesystem", "resize", "max", &tgt],
+                self.timeout,
+            ),
+        }
+        .map(|_| ())
+    }
+
+    fn grow_offline(&self, rec: &VolumeRecord, image: &Path) -> DriverResult<()> {
+        let img = image.to_string_lossy();
+        match rec.fs_type {
+            FsType::Ext4 => {
+                // resize2fs insists on a freshly checked filesystem.
+                // e2fsck -p exits 1 when it fixed something: still fine.
+                match cmd::run("e2fsck", &["-f", "-p", &img], self.timeout) {
+                    Ok(_) => {}
+                    Err(SysError::Command { outcome, .. })
+                        if outcome.contains("exit status: 1)") => {}
+                    Err(e) => return Err(DriverError::sys(&rec.name, "check filesystem", e)),
+                }
+                cmd::run("resize2fs", &[&img], self.timeout)
+                    .map(|_| ())
+                    .map_err(|e| DriverError::sys(&rec.name, "grow filesystem", e))
+            }
+            FsType::Xfs | FsType::Btrfs => {
+                // Both grow only while mounted: mount privately, grow,
+                // unmount (the loop device autoclears).
+                let dir = image.parent().unwrap_or(&self.image_dir);
+                let target = dir.join(format!("{GROW_PREFIX}{}", rec.name));
+                fsutil::ensure_dir(&target, 0o700)
+                    .map_err(|e| DriverError::sys(&rec.name, "create temporary mount point", e))?;
+                let attached = match loopdev::attach(image) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir(&target);
+                        return Err(DriverError::sys(&rec.name, "attach loop device", e));
+                    }
+                };
+                let data = if rec.fs_type == FsType::Xfs {
+                    "nouuid"
+                } else {
+                    ""
+                };
+                if let Err(e) = mounts::mount(attached.path(), &target, rec.fs_type.as_str(), data)
+                {
+                    let _ = attached.detach();
+                    let _ = std::fs::remove_dir(&target);
+                    return Err(DriverError::sys(&rec.name, "mount to grow", e));
+                }
+                let grown = self.grow_fs_tool(rec.fs_type, attached.path(), &target);
+                drop(attached);
+                let unmounted = mounts::unmount(&target);
+                let _ = std::fs::remove_dir(&target);
+                grown.map_err(|e| DriverError::sys(&rec.name, "grow filesystem", e))?;
+                unmounted
+                    .map(|_| ())
+                    .map_err(|e| DriverError::sys(&rec.name, "unmount after growing", e))
+            }
+        }
     }
 
     fn mkfs(&self, fs: FsType, image: &Path) -> Result<(), SysError> {
@@ -73,23 +287,110 @@ impl Driver for LoopDriver {
         "loop"
     }
 
-    fn free_space(&self) -> Option<u64> {
-        let probe = if self.image_dir.exists() {
-            self.image_dir.as_path()
+    fn pools(&self) -> Vec<String> {
+        let mut v = vec![DEFAULT_POOL.to_string()];
+        v.extend(
+            self.pools
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
+        v
+    }
+
+    fn configure_pools(&self, pools: &BTreeMap<String, String>) -> DriverResult<()> {
+        let mut m = BTreeMap::new();
+        for (name, dir) in pools {
+            let p = PathBuf::from(dir);
+            if name == DEFAULT_POOL || !p.is_absolute() {
+                return Err(DriverError::Conflict {
+                    volume: String::new(),
+                    reason: format!(
+                        "pool {name:?}: needs a name other than {DEFAULT_POOL:?} and an absolute image directory (got {dir:?})"
+                    ),
+                });
+            }
+            m.insert(name.clone(), p);
+        }
+        *self.pools.write().unwrap_or_else(|p| p.into_inner()) = m;
+        Ok(())
+    }
+
+    fn free_space(&self, pool: &str) -> Option<u64> {
+        let dir = self.pool_dir(pool)?;
+        let probe = if dir.exists() {
+            dir.as_path()
         } else {
-            self.image_dir.ancestors().find(|p| p.exists())?
+            dir.ancestors().find(|p| p.exists())?
         };
         fsutil::space(probe).ok().map(|s| s.available)
     }
 
-    fn create(&self, rec: &mut VolumeRecord, how: &CreateHow) -> DriverResult<()> {
-        fsutil::ensure_dir(&self.image_dir, 0o700)
+    fn create(&self, rec: &mut VolumeRecord, how: &CreateHow<'_>) -> DriverResult<()> {
+        let dir = self.dir_of_pool(&rec.name, &rec.volume_type)?;
+        fsutil::ensure_dir(&dir, 0o700)
             .map_err(|e| DriverError::sys(&rec.name, "create image directory", e))?;
-        let image = self.image_dir.join(format!("{}.img", rec.name));
+        let image = dir.join(format!("{}.img", rec.name));
+        if let Some(source) = how.source {
+            if image.exists() {
+                return Err(DriverError::Conflict {
+                    volume: rec.name.to_string(),
+                    reason: format!(
+                        "image {} already exists; a clone never overwrites it (move it away or pick another name)",
+                        image.display()
+                    ),
+                });
+            }
+            let (src, freeze_at, size, fs) = match source {
+                CreateSource::Volume(s) => (
+                    self.image_of(s),
+                    s.mounted.as_ref().map(|m| m.target.clone()),
+                    s.size,
+                    s.fs_type,
+                ),
+                CreateSource::Snapshot(s) => (self.snap_image_of(s), None, s.size, s.fs_type),
+            };
+            let (method, frozen) = self.point_in_time_copy(
+                &rec.name,
+                &src,
+                &image,
+                freeze_at.as_deref(),
+                how.progress,
+            )?;
+            rec.size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(size);
+            rec.fs_type = fs;
+            rec.driver_data
+                .insert(IMAGE_KEY.into(), image.to_string_lossy().into_owned());
+            rec.driver_data
+                .insert(METHOD_KEY.into(), method.as_str().into());
+            if let Some(f) = frozen {
+                rec.driver_data
+                    .insert(FROZEN_KEY.into(), f.as_micros().to_string());
+            }
+            return Ok(());
+        }
         // An image already in place (put there by an operator) is adopted:
         // its filesystem is kept unless overwritefs is set. Only an image
         // made here is deleted on failure.
         let existed = image.exists();
+        let too_small = |rec: &VolumeRecord| {
+            if rec.size < rec.fs_type.min_size() {
+                return Err(DriverError::Conflict {
+                    volume: rec.name.to_string(),
+                    reason: format!(
+                        "size {} is too small for {} (at least {}); set the size option",
+                        human_bytes(rec.size),
+                        rec.fs_type,
+                        human_bytes(rec.fs_type.min_size())
+                    ),
+                });
+            }
+            Ok(())
+        };
+        if !existed {
+            too_small(rec)?;
+        }
         if existed {
             let len = std::fs::metadata(&image)
                 .map_err(|e| {
@@ -119,9 +420,11 @@ impl Driver for LoopDriver {
                     })?;
                     Ok(())
                 }
-                _ => self
-                    .mkfs(rec.fs_type, &image)
-                    .map_err(|e| DriverError::sys(&rec.name, "make filesystem", e)),
+                _ => {
+                    too_small(rec)?;
+                    self.mkfs(rec.fs_type, &image)
+                        .map_err(|e| DriverError::sys(&rec.name, "make filesystem", e))
+                }
             }
         })();
         if let Err(cause) = result {
@@ -216,10 +519,192 @@ impl Driver for LoopDriver {
         fsutil::allocated_bytes(&self.image_of(rec)).unwrap_or(0)
     }
 
-    fn reconcile(&self, records: &[VolumeRecord], table: &MountTable) -> Vec<String> {
+    fn snapshot(
+        &self,
+        rec: &VolumeRecord,
+        snap: &mut SnapshotRecord,
+        progress: &Progress,
+    ) -> DriverResult<()> {
+        let src = self.image_of(rec);
+        let dir = src
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.image_dir.clone());
+        let dst = dir.join(format!("{}.snap", snap.name));
+        let who = format!("{} (snapshot {})", rec.name, snap.name);
+        if dst.exists() {
+            return Err(DriverError::Conflict {
+                volume: who,
+                reason: format!(
+                    "snapshot image {} already exists; it is never overwritten",
+                    dst.display()
+                ),
+            });
+        }
+        let freeze_at = rec.mounted.as_ref().map(|m| m.target.as_path());
+        let (method, frozen) =
+            self.point_in_time_copy(&who, &src, &dst, freeze_at, Some(progress))?;
+        snap.driver_data
+            .insert(IMAGE_KEY.into(), dst.to_string_lossy().into_owned());
+        snap.driver_data
+            .insert(METHOD_KEY.into(), method.as_str().into());
+        if let Some(f) = frozen {
+            snap.driver_data
+                .insert(FROZEN_KEY.into(), f.as_micros().to_string());
+        }
+        Ok(())
+    }
+
+    fn remove_snapshot(&self, snap: &SnapshotRecord) -> DriverResult<()> {
+        let image = self.snap_image_of(snap);
+        fsutil::remove_durable(&image).map_err(|e| {
+            DriverError::sys(
+                &format!("snapshot {}", snap.name),
+                "delete snapshot image",
+                e,
+            )
+        })
+    }
+
+    fn snapshot_allocated(&self, snap: &SnapshotRecord) -> u64 {
+        fsutil::allocated_bytes(&self.snap_image_of(snap)).unwrap_or(0)
+    }
+
+    fn resize(&self, rec: &VolumeRecord, new_size: u64) -> DriverResult<()> {
+        let image = self.image_of(rec);
+        let current = std::fs::metadata(&image)
+            .map_err(|e| {
+                DriverError::sys(&rec.name, "inspect image", SysError::io("stat", &image, e))
+            })?
+            .len();
+        if new_size < current {
+            return Err(DriverError::Conflict {
+                volume: rec.name.to_string(),
+                reason: format!(
+                    "cannot shrink from {} to {}: volumes only grow (shrinking a filesystem can lose data, and xfs cannot shrink at all)",
+                    human_bytes(current),
+                    human_bytes(new_size)
+                ),
+            });
+        }
+        if let Some(m) = &rec.mounted {
+            if rec.fs_type == FsType::Ext4
+                && caps::has_effective(caps::CAP_SYS_RESOURCE) == Some(false)
+            {
+                return Err(DriverError::Conflict {
+                    volume: rec.name.to_string(),
+                    reason: "it is mounted, and growing a mounted ext4 filesystem needs CAP_SYS_RESOURCE (ext4's online-resize ioctl demands it), which berthd does not have; stop the containers using it and resize again (an unmounted volume grows offline), or give berthd CAP_SYS_RESOURCE".into(),
+                });
+            }
+            fsutil::set_file_len(&image, new_size)
+                .map_err(|e| DriverError::sys(&rec.name, "grow image", e))?;
+            let grown = loopdev::open(&m.device)
+                .and_then(|d| d.set_capacity())
+                .map_err(|e| DriverError::sys(&rec.name, "update loop device capacity", e))
+                .and_then(|_| {
+                    self.grow_fs_tool(rec.fs_type, &m.device, &m.target)
+                        .map_err(|e| DriverError::sys(&rec.name, "grow mounted filesystem", e))
+                });
+            if let Err(cause) = grown {
+                // The filesystem did not take the new space: give it back
+                // so the image matches the filesystem again.
+                let undo = fsutil::set_file_len(&image, current)
+                    .and_then(|_| loopdev::open(&m.device).and_then(|d| d.set_capacity()));
+                return Err(match undo {
+                    Ok(()) => cause,
+                    Err(rb) => DriverError::Rollback {
+                        cause: Box::new(cause),
+                        rollback: rb,
+                    },
+                });
+            }
+            return Ok(());
+        }
+        fsutil::set_file_len(&image, new_size)
+            .map_err(|e| DriverError::sys(&rec.name, "grow image", e))?;
+        if let Err(cause) = self.grow_offline(rec, &image) {
+            // Growth tools either finish or leave the filesystem at its old
+            // size, so the image can shrink back to where it was.
+            return Err(match fsutil::set_file_len(&image, current) {
+                Ok(()) => cause,
+                Err(rb) => DriverError::Rollback {
+                    cause: Box::new(cause),
+                    rollback: rb,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    fn reconcile(
+        &self,
+        records: &[VolumeRecord],
+        snapshots: &[SnapshotRecord],
+        table: &MountTable,
+    ) -> Vec<String> {
         let mut notes = Vec::new();
+        // A freeze outlives the process that made it: a crash during a
+        // snapshot would leave the volume's writers blocked for good.
+        for rec in records {
+            if let Some(m) = rec
+                .mounted
+                .as_ref()
+                .filter(|m| table.at(&m.target).is_some())
+            {
+                match reflink::thaw_if_frozen(&m.target) {
+                    Ok(true) => notes.push(format!(
+                        "volume {} was frozen (interrupted snapshot or clone); thawed it",
+                        rec.name
+                    )),
+                    Ok(false) => {}
+                    Err(e) => notes.push(format!("volume {}: could not thaw: {e}", rec.name)),
+                }
+            }
+        }
+        // Temporary mounts of an interrupted offline resize.
+        for dir in self.all_dirs() {
+            let leftovers: Vec<PathBuf> = table
+                .under(&dir)
+                .filter(|m| {
+                    m.target
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(GROW_PREFIX))
+                })
+                .map(|m| m.target.clone())
+                .collect();
+            for t in leftovers {
+                match mounts::unmount(&t) {
+                    Ok(_) => {
+                        let _ = std::fs::remove_dir(&t);
+                        notes.push(format!(
+                            "unmounted {} left by an interrupted resize",
+                            t.display()
+                        ))
+                    }
+                    Err(e) => notes.push(format!("could not unmount {}: {e}", t.display())),
+                }
+            }
+        }
+        let table = MountTable::read().unwrap_or_else(|_| table.clone());
+        let table = &table;
+        for dir in self.all_dirs() {
+            self.reconcile_dir(&dir, records, snapshots, table, &mut notes);
+        }
+        notes
+    }
+}
+
+impl LoopDriver {
+    fn reconcile_dir(
+        &self,
+        image_dir: &Path,
+        records: &[VolumeRecord],
+        snapshots: &[SnapshotRecord],
+        table: &MountTable,
+        notes: &mut Vec<String>,
+    ) {
         let canon_dir =
-            std::fs::canonicalize(&self.image_dir).unwrap_or_else(|_| self.image_dir.clone());
+            std::fs::canonicalize(image_dir).unwrap_or_else(|_| image_dir.to_path_buf());
         // Devices in use: the source of a mount of a Ready record.
         let in_use: Vec<PathBuf> = records
             .iter()
@@ -229,7 +714,7 @@ impl Driver for LoopDriver {
             .map(|m| m.device.clone())
             .collect();
         for (dev, backing) in loopdev::list_attached() {
-            if !(backing.starts_with(&canon_dir) || backing.starts_with(&self.image_dir)) {
+            if !(backing.starts_with(&canon_dir) || backing.starts_with(image_dir)) {
                 continue;
             }
             if in_use.contains(&dev) || table.of_source(&dev).next().is_some() {
@@ -246,19 +731,34 @@ impl Driver for LoopDriver {
         }
         // Image files no record owns: reported, never deleted (they may be
         // an operator's data, to be adopted by a create of that name).
-        if let Ok(entries) = std::fs::read_dir(&self.image_dir) {
+        if let Ok(entries) = std::fs::read_dir(image_dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(stem) = name.strip_suffix(".img") {
-                    if !records.iter().any(|r| r.name.as_str() == stem) {
+                let path = e.path();
+                if name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX) {
+                    match fsutil::remove_durable(&path) {
+                        Ok(()) => notes.push(format!(
+                            "removed {} left by an interrupted snapshot or clone",
+                            path.display()
+                        )),
+                        Err(e) => notes.push(format!("could not remove {}: {e}", path.display())),
+                    }
+                } else if let Some(stem) = name.strip_suffix(".img") {
+                    if !records.iter().any(|r| self.image_of(r) == path) {
                         notes.push(format!(
                             "image {} belongs to no volume; left in place (a create named {stem} adopts it)",
-                            e.path().display()
+                            path.display()
                         ));
                     }
+                } else if name.ends_with(".snap")
+                    && !snapshots.iter().any(|s| self.snap_image_of(s) == path)
+                {
+                    notes.push(format!(
+                        "snapshot image {} belongs to no snapshot record; left in place",
+                        path.display()
+                    ));
                 }
             }
         }
-        notes
     }
 }

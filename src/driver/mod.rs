@@ -14,9 +14,11 @@
 
 pub mod loopdrv;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::state::{MountRecord, VolumeRecord};
+use crate::state::{MountRecord, SnapshotRecord, VolumeRecord};
 use crate::sys::{fsutil, mounts::MountTable, SysError};
 
 /// Errors raised by drivers. Messages name the volume and the step.
@@ -81,11 +83,52 @@ impl DriverError {
 /// Result alias for drivers.
 pub type DriverResult<T> = Result<T, DriverError>;
 
+/// The pool every driver has: the service's own storage location.
+pub const DEFAULT_POOL: &str = "default";
+
+/// Where a new volume's content comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum CreateSource<'a> {
+    /// A copy of this volume, crash-consistent even while it is mounted
+    /// and written to.
+    Volume(&'a VolumeRecord),
+    /// A copy of this snapshot.
+    Snapshot(&'a SnapshotRecord),
+}
+
 /// How to create a volume, beyond what the record says.
-#[derive(Debug, Clone, Default)]
-pub struct CreateHow {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateHow<'a> {
     /// Reformat even if a filesystem is already there.
     pub overwrite_fs: bool,
+    /// Content to start from (a clone); `None`: a new filesystem.
+    pub source: Option<CreateSource<'a>>,
+    /// Where a long copy reports how far it got.
+    pub progress: Option<&'a Progress>,
+}
+
+/// Progress of a long copy: bytes done of bytes to do. Shared between the
+/// blocking thread doing the work and whoever reports it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress {
+    /// Sets both figures.
+    pub fn set(&self, done: u64, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        self.done.store(done, Ordering::Relaxed);
+    }
+
+    /// `(done, total)` bytes.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Space figures for inspect.
@@ -103,13 +146,34 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// The driver's config name ("loop").
     fn kind(&self) -> &'static str;
 
-    /// Bytes available for new volumes (`None`: unknown / unlimited).
-    fn free_space(&self) -> Option<u64>;
+    /// Storage pools a volume can be created in (the `volumeType`
+    /// option), [`DEFAULT_POOL`] first.
+    fn pools(&self) -> Vec<String> {
+        vec![DEFAULT_POOL.to_string()]
+    }
 
-    /// Creates the backing store for `rec` and records what the driver
-    /// needs in `rec.driver_data`. May adjust `rec.fs_type`/`rec.size`
-    /// when it adopts existing storage. On error nothing is left behind.
-    fn create(&self, rec: &mut VolumeRecord, how: &CreateHow) -> DriverResult<()>;
+    /// Makes the named pools available, in addition to [`DEFAULT_POOL`].
+    /// The value is driver-specific (the loop driver: an image
+    /// directory). A driver without pools refuses any.
+    fn configure_pools(&self, pools: &BTreeMap<String, String>) -> DriverResult<()> {
+        if pools.is_empty() {
+            return Ok(());
+        }
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            what: "storage pools".into(),
+        })
+    }
+
+    /// Bytes available for new volumes in `pool` (`None`: unknown /
+    /// unlimited).
+    fn free_space(&self, pool: &str) -> Option<u64>;
+
+    /// Creates the backing store for `rec` (in pool `rec.volume_type`) and
+    /// records what the driver needs in `rec.driver_data`. May adjust
+    /// `rec.fs_type`/`rec.size` when it adopts existing storage or copies
+    /// a source. On error nothing is left behind.
+    fn create(&self, rec: &mut VolumeRecord, how: &CreateHow<'_>) -> DriverResult<()>;
 
     /// Deletes the backing store. Absent is fine.
     fn remove(&self, rec: &VolumeRecord) -> DriverResult<()>;
@@ -127,11 +191,61 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Start-up clean-up of driver-level leftovers (e.g. loop devices on
     /// this service's images that no mount uses). Returns one line per
     /// repair, for the log.
-    fn reconcile(&self, records: &[VolumeRecord], table: &MountTable) -> Vec<String>;
+    fn reconcile(
+        &self,
+        records: &[VolumeRecord],
+        snapshots: &[SnapshotRecord],
+        table: &MountTable,
+    ) -> Vec<String>;
+
+    /// Takes a crash-consistent point-in-time copy of `rec` (mounted or
+    /// not; the service guarantees no mount or unmount runs meanwhile),
+    /// recording what it needs in `snap.driver_data`. On error nothing is
+    /// left behind.
+    fn snapshot(
+        &self,
+        rec: &VolumeRecord,
+        snap: &mut SnapshotRecord,
+        progress: &Progress,
+    ) -> DriverResult<()> {
+        let _ = (rec, snap, progress);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            what: "snapshots".into(),
+        })
+    }
+
+    /// Deletes a snapshot's storage. Absent is fine.
+    fn remove_snapshot(&self, snap: &SnapshotRecord) -> DriverResult<()> {
+        let _ = snap;
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            what: "snapshots".into(),
+        })
+    }
+
+    /// Space a snapshot takes (0 when unknown or shared).
+    fn snapshot_allocated(&self, snap: &SnapshotRecord) -> u64 {
+        let _ = snap;
+        0
+    }
+
+    /// Grows the volume to `new_size` bytes: storage, then the
+    /// filesystem, online when `rec.mounted` is set (if the kernel allows
+    /// it). Shrinking is refused. On error the volume is left usable at
+    /// its old size.
+    fn resize(&self, rec: &VolumeRecord, new_size: u64) -> DriverResult<()> {
+        let _ = (rec, new_size);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            what: "resizing volumes".into(),
+        })
+    }
 }
 
 /// Creates the data directory Docker sees (`<target><root_path>`) with the
-/// volume's owner and mode, if it is not there yet, and returns its path.
+/// volume's owner and mode, if it is not there yet (or sets them on the
+/// existing one when `rec.owner_pending`), and returns its path.
 pub fn prepare_data_dir(
     rec: &VolumeRecord,
     target: &Path,
@@ -139,10 +253,18 @@ pub fn prepare_data_dir(
 ) -> DriverResult<PathBuf> {
     let dir = data_path(target, root_path);
     if dir == target {
+        if rec.owner_pending {
+            fsutil::set_owner_mode(&dir, rec.mode, rec.uid, rec.gid)
+                .map_err(|e| DriverError::sys(&rec.name, "set owner of data directory", e))?;
+        }
         return Ok(dir);
     }
-    fsutil::ensure_owned_dir(&dir, rec.mode, rec.uid, rec.gid)
+    let created = fsutil::ensure_owned_dir(&dir, rec.mode, rec.uid, rec.gid)
         .map_err(|e| DriverError::sys(&rec.name, "prepare data directory", e))?;
+    if rec.owner_pending && !created {
+        fsutil::set_owner_mode(&dir, rec.mode, rec.uid, rec.gid)
+            .map_err(|e| DriverError::sys(&rec.name, "set owner of data directory", e))?;
+    }
     Ok(dir)
 }
 

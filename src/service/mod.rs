@@ -14,12 +14,19 @@
 //!
 //! A Ready volume is mounted exactly while its mount-ID multiset is
 //! non-empty. Reads (Get, List, Path) are answered from memory.
+//!
+//! Snapshots ([`snapshot`]) follow the same Creating → Ready → Removing
+//! lifecycle in their own records. Operations that touch two names (a
+//! clone and its source, a snapshot and its volume) take both locks in
+//! name order, so two of them can never wait on each other.
 
 mod lock;
 pub mod options;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -28,13 +35,16 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::{Policy, ServiceSettings};
-use crate::driver::{self, CreateHow, Driver, DriverError};
-use crate::state::{Phase, RecordStore, StateError, VolumeRecord, RECORD_VERSION};
+use crate::driver::{self, CreateHow, CreateSource, Driver, DriverError, DEFAULT_POOL};
+use crate::state::{
+    Phase, RecordStore, SnapshotRecord, SnapshotStore, StateError, VolumeRecord, RECORD_VERSION,
+};
 use crate::sys::{fsutil, mounts::MountTable};
 use crate::volume::{bytes_to_gb, human_bytes, MountId, NameError, Scope, VolumeName};
 
 pub use lock::Namespace;
-use options::{CreateSpec, OptionError};
+use options::{CreateSpec, OptionError, SourceRef};
+pub use snapshot::{OperationView, SnapshotView};
 
 /// Errors the service answers with. Every message names the volume.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +66,17 @@ pub enum ServiceError {
     /// No such volume.
     #[error("volume {0} not found")]
     NotFound(String),
+    /// No such snapshot.
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(String),
+    /// A snapshot request conflicts with the state of things.
+    #[error("snapshot {snapshot}: {reason}")]
+    Snapshot {
+        /// Snapshot.
+        snapshot: String,
+        /// Why.
+        reason: String,
+    },
     /// The request conflicts with the volume's state.
     #[error("volume {volume}: {reason}")]
     Conflict {
@@ -114,6 +135,11 @@ pub struct ServiceStatus {
     pub mounted: usize,
     /// Sum of mount counts.
     pub mount_users: u64,
+    /// Number of snapshots.
+    pub snapshots: usize,
+    /// Long operations in flight, one line each ("snapshot s1 of v1:
+    /// 45% of 500.0 MiB"), for `STATUS=`.
+    pub busy: Vec<String>,
 }
 
 struct Entry {
@@ -136,6 +162,11 @@ pub struct VolumeService {
     list_cache: Mutex<Option<Bytes>>,
     ns: Arc<Namespace>,
     changed: Arc<tokio::sync::Notify>,
+    snap_store: SnapshotStore,
+    snapshots: RwLock<BTreeMap<VolumeName, snapshot::SnapEntry>>,
+    damaged_snapshots: RwLock<BTreeMap<String, String>>,
+    ops: Mutex<BTreeMap<u64, snapshot::OpEntry>>,
+    next_op: AtomicU64,
 }
 
 impl std::fmt::Debug for VolumeService {
@@ -183,7 +214,8 @@ fn new_id() -> String {
 impl VolumeService {
     /// Opens the service: loads its records and reconciles them with the
     /// kernel (mount table, loop devices), repairing what is safe to
-    /// repair. Blocking: call from a blocking context.
+    /// repair. Snapshot records live in `<records_dir>/snapshots`.
+    /// Blocking: call from a blocking context.
     pub fn open(
         settings: &ServiceSettings,
         records_dir: &Path,
@@ -193,7 +225,20 @@ impl VolumeService {
         changed: Arc<tokio::sync::Notify>,
     ) -> Result<Self, StateError> {
         let store = RecordStore::open(records_dir)?;
+        let snap_store = SnapshotStore::open(&records_dir.join("snapshots"))?;
         fsutil::ensure_dir(mount_dir, 0o755)?;
+        let pools: BTreeMap<String, String> = settings
+            .pools
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned()))
+            .collect();
+        if let Err(e) = driver.configure_pools(&pools) {
+            return Err(StateError::Sys(crate::sys::SysError::io(
+                "configure pools of",
+                records_dir,
+                std::io::Error::other(e.to_string()),
+            )));
+        }
         let svc = VolumeService {
             name: settings.name.clone(),
             scope: settings.scope,
@@ -206,6 +251,11 @@ impl VolumeService {
             list_cache: Mutex::new(None),
             ns,
             changed,
+            snap_store,
+            snapshots: RwLock::new(BTreeMap::new()),
+            damaged_snapshots: RwLock::new(BTreeMap::new()),
+            ops: Mutex::new(BTreeMap::new()),
+            next_op: AtomicU64::new(1),
         };
         svc.reconcile()?;
         Ok(svc)
@@ -289,10 +339,18 @@ impl VolumeService {
             }
             ready.push(rec);
         }
+        let snaps = self.reconcile_snapshots(&mut repairs)?;
         let table = MountTable::read()?;
-        for note in self.driver.reconcile(&ready, &table) {
+        for note in self.driver.reconcile(&ready, &snaps, &table) {
             warn!(service = %self.name, "{note}");
             repairs += 1;
+        }
+        {
+            let mut sc = write(&self.snapshots);
+            for rec in snaps {
+                let allocated = self.driver.snapshot_allocated(&rec);
+                sc.insert(rec.name.clone(), snapshot::SnapEntry { rec, allocated });
+            }
         }
         let mut cat = write(&self.catalog);
         for rec in ready {
@@ -363,6 +421,8 @@ impl VolumeService {
             volumes: cat.len(),
             mounted: cat.values().filter(|e| e.rec.mounted.is_some()).count(),
             mount_users: cat.values().map(|e| u64::from(e.rec.mount_count())).sum(),
+            snapshots: read(&self.snapshots).len(),
+            busy: self.operations().iter().map(OperationView::line).collect(),
         }
     }
 
@@ -384,8 +444,85 @@ impl VolumeService {
                 "create.disable is set: request acknowledged, nothing created");
             return Ok(());
         }
-        let _g = self.ns.lock(name.as_str()).await;
+        let mut keys = vec![name.as_str().to_string()];
+        if let Some(src) = &spec.source {
+            keys.push(self.source_lock_key(&name, src)?);
+        }
+        let _g = self.lock_all(keys).await;
         self.create_locked(&name, spec).await
+    }
+
+    /// Takes the locks of `keys` in order (duplicates once).
+    async fn lock_all(&self, mut keys: Vec<String>) -> Vec<lock::NameGuard<'_>> {
+        keys.sort();
+        keys.dedup();
+        let mut guards = Vec::with_capacity(keys.len());
+        for k in keys {
+            guards.push(self.ns.lock(&k).await);
+        }
+        guards
+    }
+
+    /// The lock key of a create's source (resolving IDs to names).
+    fn source_lock_key(&self, name: &VolumeName, src: &SourceRef) -> ServiceResult<String> {
+        Ok(match src {
+            SourceRef::VolumeName(n) => n.as_str().to_string(),
+            SourceRef::VolumeId(id) => self
+                .volume_by_id(id)
+                .map(|r| r.name.as_str().to_string())
+                .ok_or_else(|| self.missing_source(name, src))?,
+            SourceRef::SnapshotName(n) => self.snap_key(n),
+            SourceRef::SnapshotId(id) => self
+                .snapshot_by_id(id)
+                .map(|r| self.snap_key(&r.name))
+                .ok_or_else(|| self.missing_source(name, src))?,
+        })
+    }
+
+    fn missing_source(&self, name: &VolumeName, src: &SourceRef) -> ServiceError {
+        let what = match src {
+            SourceRef::VolumeName(_) | SourceRef::VolumeId(_) => "volume",
+            SourceRef::SnapshotName(_) | SourceRef::SnapshotId(_) => "snapshot",
+        };
+        ServiceError::Option {
+            volume: name.to_string(),
+            source: OptionError(format!(
+                "option {}: no {what} {:?} in service {}",
+                src.option(),
+                src.value(),
+                self.name
+            )),
+        }
+    }
+
+    fn volume_by_id(&self, id: &str) -> Option<VolumeRecord> {
+        read(&self.catalog)
+            .values()
+            .find(|e| e.rec.id == id)
+            .map(|e| e.rec.clone())
+    }
+
+    /// Resolves a create's source under its lock.
+    fn resolve_source(&self, name: &VolumeName, src: &SourceRef) -> ServiceResult<Resolved> {
+        let found = match src {
+            SourceRef::VolumeName(n) => self.get_record(n).map(Resolved::Volume),
+            SourceRef::VolumeId(id) => self.volume_by_id(id).map(Resolved::Volume),
+            SourceRef::SnapshotName(n) => self.get_snapshot(n).map(Resolved::Snapshot),
+            SourceRef::SnapshotId(id) => self.snapshot_by_id(id).map(Resolved::Snapshot),
+        };
+        let found = found.ok_or_else(|| self.missing_source(name, src))?;
+        if let Resolved::Volume(v) = &found {
+            if &v.name == name {
+                return Err(ServiceError::Option {
+                    volume: name.to_string(),
+                    source: OptionError(format!(
+                        "option {}: a volume cannot be a copy of itself",
+                        src.option()
+                    )),
+                });
+            }
+        }
+        Ok(found)
     }
 
     async fn create_locked(&self, name: &VolumeName, spec: CreateSpec) -> ServiceResult<()> {
@@ -409,7 +546,42 @@ impl VolumeService {
             }
         }
         let started = Instant::now();
-        let rec = VolumeRecord {
+        let opt_err = |msg: String| ServiceError::Option {
+            volume: name.to_string(),
+            source: OptionError(msg),
+        };
+        let source = match &spec.source {
+            Some(src) => Some((src.clone(), self.resolve_source(name, src)?)),
+            None => None,
+        };
+        // The pool: as asked, else the source's, else the default.
+        let pool = if spec.type_given || spec.source.is_none() {
+            if spec.volume_type.is_empty() {
+                DEFAULT_POOL.to_string()
+            } else {
+                spec.volume_type.clone()
+            }
+        } else {
+            match &source {
+                Some((_, Resolved::Volume(v))) => v.volume_type.clone(),
+                Some((_, Resolved::Snapshot(s))) => s.volume_type.clone(),
+                None => DEFAULT_POOL.to_string(),
+            }
+        };
+        let pool = if pool.is_empty() {
+            DEFAULT_POOL.to_string()
+        } else {
+            pool
+        };
+        let pools = self.driver.pools();
+        if !pools.contains(&pool) {
+            return Err(opt_err(format!(
+                "option type: storage pool {pool:?} is not configured for service {} (pools: {})",
+                self.name,
+                pools.join(", ")
+            )));
+        }
+        let mut rec = VolumeRecord {
             version: RECORD_VERSION,
             name: name.clone(),
             id: new_id(),
@@ -417,32 +589,98 @@ impl VolumeService {
             created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             size: spec.size,
             fs_type: spec.fs_type,
-            volume_type: spec.volume_type.clone(),
+            volume_type: pool,
             iops: spec.iops,
             availability_zone: spec.availability_zone.clone(),
             uid: spec.uid,
             gid: spec.gid,
             mode: spec.mode,
+            owner_pending: false,
+            origin: String::new(),
             driver_data: BTreeMap::new(),
             mounts: BTreeMap::new(),
             mounted: None,
         };
+        // A copy has its source's filesystem, size (unless grown) and,
+        // unless asked otherwise, data-directory owner.
+        let mut grow_to = None;
+        if let Some((_, found)) = &source {
+            let (kind, src_name, src_id, size, fs, owner) = match found {
+                Resolved::Volume(v) => (
+                    "volume",
+                    &v.name,
+                    &v.id,
+                    v.size,
+                    v.fs_type,
+                    (v.uid, v.gid, v.mode),
+                ),
+                Resolved::Snapshot(s) => (
+                    "snapshot",
+                    &s.name,
+                    &s.id,
+                    s.size,
+                    s.fs_type,
+                    (s.uid, s.gid, s.mode),
+                ),
+            };
+            if spec.fs_given && spec.fs_type != fs {
+                return Err(opt_err(format!(
+                    "option fsType={}: {kind} {src_name} holds {fs}, and a copy keeps its source's filesystem (leave fsType out)",
+                    spec.fs_type
+                )));
+            }
+            if spec.size_given && spec.size < size {
+                return Err(opt_err(format!(
+                    "option size: {} is smaller than {kind} {src_name} ({}); a copy can only be the same size or larger",
+                    human_bytes(spec.size),
+                    human_bytes(size)
+                )));
+            }
+            if spec.size_given && spec.size > size {
+                grow_to = Some(spec.size);
+            }
+            rec.size = size;
+            rec.fs_type = fs;
+            if spec.owner_given {
+                rec.owner_pending = true;
+            } else {
+                (rec.uid, rec.gid, rec.mode) = owner;
+            }
+            rec.origin = format!("{kind} {src_name} ({src_id})");
+        }
         let driver = self.driver.clone();
         let store = self.store.clone();
-        let how = CreateHow {
-            overwrite_fs: spec.overwrite_fs,
-        };
+        let overwrite_fs = spec.overwrite_fs;
         let n = name.clone();
+        let op = source.as_ref().map(|(_, found)| {
+            let from = match found {
+                Resolved::Volume(v) => format!("volume {}", v.name),
+                Resolved::Snapshot(s) => format!("snapshot {}", s.name),
+            };
+            self.begin_op("clone", name.as_str(), &from)
+        });
+        let progress = op.as_ref().map(|o| o.progress());
         let rec = blocking(name, move || {
-            if let Some(free) = driver.free_space() {
-                if rec.size > free {
-                    return Err(ServiceError::BadInput(format!(
-                        "volume {n}: size {} is more than the {} free for images",
-                        human_bytes(rec.size),
-                        human_bytes(free)
-                    )));
+            if source.is_none() {
+                if let Some(free) = driver.free_space(&rec.volume_type) {
+                    if rec.size > free {
+                        return Err(ServiceError::BadInput(format!(
+                            "volume {n}: size {} is more than the {} free for images in pool {}",
+                            human_bytes(rec.size),
+                            human_bytes(free),
+                            rec.volume_type
+                        )));
+                    }
                 }
             }
+            let how = CreateHow {
+                overwrite_fs,
+                source: source.as_ref().map(|(_, found)| match found {
+                    Resolved::Volume(v) => CreateSource::Volume(v),
+                    Resolved::Snapshot(s) => CreateSource::Snapshot(s),
+                }),
+                progress: progress.as_deref(),
+            };
             let mut rec = rec;
             store.save(&rec).map_err(state_err(&n))?;
             if let Err(e) = driver.create(&mut rec, &how) {
@@ -451,18 +689,40 @@ impl VolumeService {
                 }
                 return Err(e.into());
             }
+            let undo = |rec: &VolumeRecord| {
+                if let Err(e) = driver.remove(rec) {
+                    warn!(volume = %n, "rollback of a failed create could not remove its storage: {e}");
+                    return;
+                }
+                let _ = store.delete(&n);
+            };
+            if let Some(size) = grow_to {
+                // The record says Creating until this is done, so a crash
+                // here removes the half-made volume at the next start.
+                if let Err(e) = store.save(&rec).map_err(state_err(&n)) {
+                    undo(&rec);
+                    return Err(e);
+                }
+                if let Err(e) = driver.resize(&rec, size) {
+                    undo(&rec);
+                    return Err(e.into());
+                }
+                rec.size = size;
+            }
             rec.phase = Phase::Ready;
             if let Err(e) = store.save(&rec) {
-                let _ = driver.remove(&rec);
-                let _ = store.delete(&n);
+                undo(&rec);
                 return Err(state_err(&n)(e));
             }
             Ok(rec)
         })
-        .await?;
+        .await;
+        drop(op);
+        let rec = rec?;
         let allocated = self.driver.allocated(&rec);
         info!(service = %self.name, volume = %name, operation = "create",
-            size = rec.size, fs_type = %rec.fs_type,
+            size = rec.size, fs_type = %rec.fs_type, pool = %rec.volume_type,
+            origin = %rec.origin, copy = rec.driver_data.get("copyMethod").map(String::as_str).unwrap_or(""),
             duration_ms = started.elapsed().as_millis() as u64, "volume created");
         let _ = self.ns.claim(name.as_str(), &self.name);
         self.put(rec, allocated);
@@ -523,7 +783,12 @@ impl VolumeService {
         write(&self.catalog).remove(&name);
         self.ns.release(name.as_str(), &self.name);
         self.invalidate();
+        let kept = read(&self.snapshots)
+            .values()
+            .filter(|e| e.rec.volume == name)
+            .count();
         info!(service = %self.name, volume = %name, operation = "remove", forced = users > 0,
+            snapshots_kept = kept,
             duration_ms = started.elapsed().as_millis() as u64, "volume removed");
         Ok(())
     }
@@ -579,6 +844,7 @@ impl VolumeService {
                 }
             };
             rec.mounted = Some(fresh);
+            rec.owner_pending = false;
             rec.add_mount(&id);
             if let Err(e) = store.save(&rec) {
                 undo(&rec);
@@ -748,7 +1014,12 @@ pub fn status_map(view: &VolumeView, service: &str) -> serde_json::Map<String, s
     m.insert("name".into(), json!(r.name.as_str()));
     m.insert("size".into(), json!(bytes_to_gb(r.size)));
     m.insert("iops".into(), json!(r.iops));
-    m.insert("type".into(), json!(r.volume_type));
+    let pool = if r.volume_type.is_empty() {
+        DEFAULT_POOL
+    } else {
+        r.volume_type.as_str()
+    };
+    m.insert("type".into(), json!(pool));
     m.insert("availabilityZone".into(), json!(r.availability_zone));
     m.insert("service".into(), json!(service));
     m.insert("server".into(), json!(service));
@@ -767,7 +1038,19 @@ pub fn status_map(view: &VolumeView, service: &str) -> serde_json::Map<String, s
     if let Some(mr) = &r.mounted {
         m.insert("device".into(), json!(mr.device.to_string_lossy()));
     }
+    if !r.origin.is_empty() {
+        m.insert("origin".into(), json!(r.origin));
+    }
+    if let Some(method) = r.driver_data.get("copyMethod") {
+        m.insert("copyMethod".into(), json!(method));
+    }
     m
+}
+
+/// A create's source, resolved under its lock.
+enum Resolved {
+    Volume(VolumeRecord),
+    Snapshot(SnapshotRecord),
 }
 
 fn short(id: &str) -> String {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{parse_mode, CreateDefaults};
-use crate::volume::{human_bytes, parse_size, FsType};
+use crate::volume::{human_bytes, parse_size, FsType, VolumeName};
 
 /// Every option key Berth knows (lower-case), for error messages.
 pub const KNOWN: &[&str] = &[
@@ -26,35 +26,62 @@ pub const KNOWN: &[&str] = &[
     "snapshotID",
 ];
 
-/// Options that name features the loop driver does not provide yet.
+/// Options other REX-Ray drivers knew that Berth does not provide.
 const NOT_YET: &[(&str, &str)] = &[
-    (
-        "volumename",
-        "creating a volume as a clone of another (volumeName)",
-    ),
-    (
-        "volumeid",
-        "creating a volume as a clone of another (volumeID)",
-    ),
-    (
-        "snapshotname",
-        "creating a volume from a snapshot (snapshotName)",
-    ),
-    (
-        "snapshotid",
-        "creating a volume from a snapshot (snapshotID)",
-    ),
     ("encrypted", "encrypted volumes (encrypted)"),
     ("encryptionkey", "encrypted volumes (encryptionKey)"),
 ];
+
+/// What a new volume is a copy of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceRef {
+    /// `volumeName`: a volume of this service, by name.
+    VolumeName(VolumeName),
+    /// `volumeID`: a volume of this service, by the ID inspect shows.
+    VolumeId(String),
+    /// `snapshotName`: a snapshot of this service, by name.
+    SnapshotName(VolumeName),
+    /// `snapshotID`: a snapshot of this service, by ID.
+    SnapshotId(String),
+}
+
+impl SourceRef {
+    /// The option it came from, for messages.
+    pub fn option(&self) -> &'static str {
+        match self {
+            SourceRef::VolumeName(_) => "volumeName",
+            SourceRef::VolumeId(_) => "volumeID",
+            SourceRef::SnapshotName(_) => "snapshotName",
+            SourceRef::SnapshotId(_) => "snapshotID",
+        }
+    }
+
+    /// The value given.
+    pub fn value(&self) -> &str {
+        match self {
+            SourceRef::VolumeName(n) | SourceRef::SnapshotName(n) => n.as_str(),
+            SourceRef::VolumeId(s) | SourceRef::SnapshotId(s) => s,
+        }
+    }
+}
 
 /// A create request after validation and defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateSpec {
     /// Bytes.
     pub size: u64,
+    /// `size` was given (not the default).
+    pub size_given: bool,
     /// Filesystem.
     pub fs_type: FsType,
+    /// `fsType`/`newfstype` was given (not the default).
+    pub fs_given: bool,
+    /// `volumeType`/`type` was given (not the default).
+    pub type_given: bool,
+    /// `uid`, `gid` or `mode` was given.
+    pub owner_given: bool,
+    /// Start from a copy of a volume or snapshot.
+    pub source: Option<SourceRef>,
     /// Reformat an existing filesystem.
     pub overwrite_fs: bool,
     /// Volume type (storage pool) name, recorded.
@@ -112,7 +139,12 @@ impl CreateSpec {
     ) -> Result<Self, OptionError> {
         let mut spec = CreateSpec {
             size: defaults.size,
+            size_given: false,
             fs_type: defaults.fs_type,
+            fs_given: false,
+            type_given: false,
+            owner_given: false,
+            source: None,
             overwrite_fs: false,
             volume_type: defaults.volume_type.clone(),
             iops: defaults.iops,
@@ -125,9 +157,11 @@ impl CreateSpec {
         for (k, v) in opts {
             let key = k.to_ascii_lowercase();
             // fsType and newfstype are one option; so are type/volumeType.
+            // The four source options are one choice too.
             let canon = match key.as_str() {
                 "newfstype" => "fstype".to_string(),
                 "volumetype" => "type".to_string(),
+                "volumename" | "volumeid" | "snapshotname" | "snapshotid" => "source".to_string(),
                 _ => key.clone(),
             };
             if let Some(prev) = seen.insert(canon, k) {
@@ -135,17 +169,36 @@ impl CreateSpec {
                     "options {prev} and {k} both set the same thing; give one"
                 )));
             }
+            let name_of = |v: &str| {
+                VolumeName::parse(v.trim()).map_err(|r| OptionError(format!("option {k}: {r}")))
+            };
+            let id_of = |v: &str| {
+                let t = v.trim();
+                if t.is_empty() {
+                    return Err(OptionError(format!("option {k}: the ID is empty")));
+                }
+                check_text(k, t)
+            };
             match key.as_str() {
                 "size" => {
                     spec.size =
-                        parse_size(v).map_err(|r| OptionError(format!("option size: {r}")))?
+                        parse_size(v).map_err(|r| OptionError(format!("option size: {r}")))?;
+                    spec.size_given = true;
                 }
                 "fstype" | "newfstype" => {
                     spec.fs_type =
-                        FsType::parse(v).map_err(|r| OptionError(format!("option {k}: {r}")))?
+                        FsType::parse(v).map_err(|r| OptionError(format!("option {k}: {r}")))?;
+                    spec.fs_given = true;
                 }
                 "overwritefs" => spec.overwrite_fs = parse_bool(k, v)?,
-                "volumetype" | "type" => spec.volume_type = check_text(k, v)?,
+                "volumetype" | "type" => {
+                    spec.volume_type = check_text(k, v.trim())?;
+                    spec.type_given = true;
+                }
+                "volumename" => spec.source = Some(SourceRef::VolumeName(name_of(v)?)),
+                "volumeid" => spec.source = Some(SourceRef::VolumeId(id_of(v)?)),
+                "snapshotname" => spec.source = Some(SourceRef::SnapshotName(name_of(v)?)),
+                "snapshotid" => spec.source = Some(SourceRef::SnapshotId(id_of(v)?)),
                 "iops" => {
                     spec.iops = v.trim().parse::<u64>().map_err(|_| {
                         OptionError(format!(
@@ -154,11 +207,18 @@ impl CreateSpec {
                     })?
                 }
                 "availabilityzone" => spec.availability_zone = check_text(k, v)?,
-                "uid" => spec.uid = parse_u32(k, v)?,
-                "gid" => spec.gid = parse_u32(k, v)?,
+                "uid" => {
+                    spec.uid = parse_u32(k, v)?;
+                    spec.owner_given = true;
+                }
+                "gid" => {
+                    spec.gid = parse_u32(k, v)?;
+                    spec.owner_given = true;
+                }
                 "mode" => {
                     spec.mode =
-                        parse_mode(v).map_err(|r| OptionError(format!("option mode: {r}")))?
+                        parse_mode(v).map_err(|r| OptionError(format!("option mode: {r}")))?;
+                    spec.owner_given = true;
                 }
                 other => {
                     if let Some((_, what)) = NOT_YET.iter().find(|(n, _)| *n == other) {
@@ -174,7 +234,20 @@ impl CreateSpec {
                 }
             }
         }
-        if spec.size < spec.fs_type.min_size() {
+        if let Some(src) = &spec.source {
+            if spec.overwrite_fs {
+                return Err(OptionError(format!(
+                    "option overwritefs cannot be combined with {} (a copy keeps its source's filesystem and content)",
+                    src.option()
+                )));
+            }
+            // Size and filesystem are checked against the source later.
+            return Ok(spec);
+        }
+        // A default size too small for the filesystem asked for is caught
+        // by the driver, and only when it makes a new filesystem (an
+        // adopted image keeps its own size).
+        if spec.size_given && spec.size < spec.fs_type.min_size() {
             return Err(OptionError(format!(
                 "option size: {} is too small for {} (at least {})",
                 human_bytes(spec.size),
@@ -252,8 +325,12 @@ mod tests {
             ("gid", "99999999999", "gid"),
             ("mode", "0999", "mode"),
             ("bogus", "1", "valid options"),
-            ("volumeName", "src", "volumeName"),
-            ("snapshotID", "s", "snapshotID"),
+            ("volumeName", "../src", "volumeName"),
+            ("volumeName", "", "volumeName"),
+            ("snapshotName", "a b", "snapshotName"),
+            ("snapshotID", " ", "snapshotID"),
+            ("volumeID", "x\ny", "volumeID"),
+            ("encrypted", "true", "encrypted"),
             ("type", "a\nb", "type"),
         ] {
             let e = parse(&[(k, v)]).expect_err(&format!("{k}={v} must be refused"));
@@ -266,6 +343,30 @@ mod tests {
         let e = parse(&[("size", "100M"), ("fsType", "xfs")]).expect_err("xfs min");
         assert!(e.0.contains("xfs"), "{e}");
         assert!(parse(&[("size", "100M")]).is_ok(), "ext4 fits in 100M");
+    }
+
+    #[test]
+    fn sources() {
+        let s = parse(&[("VOLUMENAME", "src"), ("size", "4")]).expect("clone");
+        assert_eq!(
+            s.source,
+            Some(SourceRef::VolumeName(VolumeName::parse("src").expect("n")))
+        );
+        assert!(s.size_given && !s.fs_given);
+        let s = parse(&[("snapshotid", "abc123")]).expect("from snapshot");
+        assert_eq!(s.source, Some(SourceRef::SnapshotId("abc123".into())));
+        let e = parse(&[("volumeName", "a"), ("snapshotName", "b")]).expect_err("two sources");
+        assert!(e.0.contains("same thing"), "{e}");
+        let e = parse(&[("volumeName", "a"), ("overwritefs", "true")]).expect_err("overwrite");
+        assert!(
+            e.0.contains("overwritefs") && e.0.contains("volumeName"),
+            "{e}"
+        );
+        // A source's size is checked later, not against fs minimums here.
+        assert!(parse(&[("volumeName", "a"), ("size", "100M"), ("fsType", "xfs")]).is_ok());
+        let s = parse(&[("uid", "5")]).expect("uid");
+        assert!(s.owner_given);
+        assert!(!parse(&[]).expect("none").owner_given);
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn harness_with(p: Policy, ns: Arc<Namespace>, name: &str) -> Harness {
         driver: DriverSettings::Loop {
             image_dir: dir.path().join("images"),
         },
+        pools: [("fast".to_string(), dir.path().join("fast"))].into(),
         scope: Scope::Local,
         policy: p,
     };
@@ -69,10 +70,13 @@ fn no_opts() -> BTreeMap<String, String> {
     BTreeMap::new()
 }
 
+/// Volume record files (the `snapshots` sub-directory holds snapshot
+/// records).
 fn record_files(h: &Harness) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(&h.records)
         .expect("ls")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "snapshots")
         .collect();
     v.sort();
     v
@@ -341,4 +345,257 @@ async fn status_map_has_rexray_keys() {
     assert_eq!(m["size"], serde_json::json!(1.0));
     assert_eq!(m["iops"], serde_json::json!(150));
     assert_eq!(m["availabilityZone"], serde_json::json!("z1"));
+}
+
+fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn pools_are_real_and_unknown_ones_listed() {
+    let h = harness(policy());
+    h.svc
+        .create("v", &opts(&[("volumeType", "fast")]))
+        .await
+        .expect("pool fast");
+    assert_eq!(h.svc.get("v").expect("get").record.volume_type, "fast");
+    h.svc.create("d", &no_opts()).await.expect("default pool");
+    let m = status_map(&h.svc.get("d").expect("get"), "berth");
+    assert_eq!(m["type"], serde_json::json!("default"));
+    let e = h
+        .svc
+        .create("x", &opts(&[("type", "gold")]))
+        .await
+        .expect_err("unknown pool");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("gold") && msg.contains("default, fast"),
+        "{msg}"
+    );
+    assert!(h.svc.get("x").is_err());
+}
+
+#[tokio::test]
+async fn clone_takes_source_properties_and_checks_options() {
+    let h = harness(policy());
+    h.svc
+        .create(
+            "src",
+            &opts(&[
+                ("size", "2"),
+                ("fsType", "xfs"),
+                ("type", "fast"),
+                ("uid", "7"),
+            ]),
+        )
+        .await
+        .expect("src");
+    let id = h.svc.get("src").expect("get").record.id;
+    h.svc
+        .create("c1", &opts(&[("volumeName", "src")]))
+        .await
+        .expect("clone by name");
+    let c1 = h.svc.get("c1").expect("get").record;
+    assert_eq!((c1.size, c1.fs_type, c1.uid), (2 << 30, FsType::Xfs, 7));
+    assert_eq!(c1.volume_type, "fast", "a clone stays in its source's pool");
+    assert!(c1.origin.starts_with("volume src ("), "{}", c1.origin);
+    assert!(!c1.owner_pending);
+    h.svc
+        .create(
+            "c2",
+            &opts(&[("VolumeID", &id), ("size", "3"), ("uid", "9")]),
+        )
+        .await
+        .expect("clone by id, grown");
+    let c2 = h.svc.get("c2").expect("get").record;
+    assert_eq!(c2.size, 3 << 30);
+    assert!(c2.owner_pending && c2.uid == 9);
+    assert_eq!(
+        h.fake.state.lock().expect("state").sizes.get("c2"),
+        Some(&(3 << 30))
+    );
+    for (o, needle) in [
+        (vec![("volumeName", "nope")], "no volume \"nope\""),
+        (vec![("volumeID", "feed")], "no volume \"feed\""),
+        (
+            vec![("volumeName", "src"), ("fsType", "ext4")],
+            "keeps its source",
+        ),
+        (vec![("volumeName", "src"), ("size", "1")], "smaller"),
+        (vec![("snapshotName", "nope")], "no snapshot"),
+    ] {
+        let e = h
+            .svc
+            .create("bad", &opts(&o))
+            .await
+            .expect_err("must be refused");
+        assert!(e.to_string().contains(needle), "{o:?}: {e}");
+        assert!(h.svc.get("bad").is_err(), "nothing created");
+    }
+    let e = h
+        .svc
+        .create("src2", &opts(&[("volumeName", "src2")]))
+        .await
+        .expect_err("self");
+    assert!(e.to_string().contains("no volume"), "{e}");
+}
+
+#[tokio::test]
+async fn failed_grow_of_a_clone_rolls_back() {
+    let h = harness(policy());
+    h.svc.create("src", &no_opts()).await.expect("src");
+    h.fake.state.lock().expect("state").fail = Some("resize");
+    h.svc
+        .create("c", &opts(&[("volumeName", "src"), ("size", "5")]))
+        .await
+        .expect_err("injected");
+    assert!(h.svc.get("c").is_err());
+    assert!(!h.fake.state.lock().expect("state").created.contains("c"));
+    assert_eq!(record_files(&h), vec!["src.json"]);
+}
+
+#[tokio::test]
+async fn snapshots_lifecycle() {
+    let h = harness(policy());
+    h.svc
+        .create("v", &opts(&[("mode", "0700")]))
+        .await
+        .expect("v");
+    h.svc.mount("v", Some("a")).await.expect("mount");
+    let s = h.svc.snapshot_create("v", "s1").await.expect("snapshot");
+    assert_eq!(s.record.volume.as_str(), "v");
+    assert!(s.source_exists);
+    let e = h.svc.snapshot_create("v", "s1").await.expect_err("dup");
+    assert!(e.to_string().contains("already exists"), "{e}");
+    let e = h
+        .svc
+        .snapshot_create("nope", "s2")
+        .await
+        .expect_err("no vol");
+    assert!(e.to_string().contains("nope"), "{e}");
+    let e = h
+        .svc
+        .snapshot_create("v", "../x")
+        .await
+        .expect_err("bad name");
+    assert!(e.to_string().contains("snapshot name"), "{e}");
+    // From the snapshot, by name and by ID.
+    h.svc
+        .create("r1", &opts(&[("snapshotName", "s1")]))
+        .await
+        .expect("restore");
+    let r1 = h.svc.get("r1").expect("get").record;
+    assert_eq!(r1.mode, 0o700, "owner comes from the snapshot");
+    h.svc
+        .create("r2", &opts(&[("snapshotID", &s.record.id)]))
+        .await
+        .expect("restore by id");
+    assert_eq!(h.svc.snapshot_list(Some("v")).expect("ls").len(), 1);
+    assert_eq!(
+        h.svc.snapshot_get(&s.record.id).expect("by id").record.name,
+        s.record.name
+    );
+    // Removing the volume keeps its snapshots.
+    h.svc.unmount("v", Some("a")).await.expect("unmount");
+    h.svc.remove("v").await.expect("remove");
+    let s = h.svc.snapshot_get("s1").expect("kept");
+    assert!(!s.source_exists);
+    // Survives a restart (records on disk).
+    h.svc.snapshot_remove("s1").await.expect("rm");
+    let e = h.svc.snapshot_remove("s1").await.expect_err("gone");
+    assert!(e.to_string().contains("not found"), "{e}");
+    assert!(h.svc.get("r1").is_ok(), "volumes from it stay");
+}
+
+#[tokio::test]
+async fn failed_snapshot_leaves_nothing_and_interrupted_one_is_cleaned() {
+    let h = harness(policy());
+    h.svc.create("v", &no_opts()).await.expect("v");
+    h.fake.state.lock().expect("state").fail = Some("snapshot");
+    h.svc.snapshot_create("v", "s").await.expect_err("injected");
+    assert!(h.svc.snapshot_get("s").is_err());
+    let snaps_dir = h.records.join("snapshots");
+    assert_eq!(std::fs::read_dir(&snaps_dir).expect("ls").count(), 0);
+    // An interrupted snapshot (record says Creating) is removed at start.
+    let snap = h
+        .svc
+        .snapshot_create("v", "s")
+        .await
+        .expect("snapshot")
+        .record;
+    let mut creating = snap.clone();
+    creating.phase = Phase::Creating;
+    h.svc.snap_store.save(&creating).expect("save");
+    let fake = h.fake.clone();
+    let settings = ServiceSettings {
+        name: "berth".into(),
+        driver: DriverSettings::Loop {
+            image_dir: h._dir.path().join("images"),
+        },
+        pools: BTreeMap::new(),
+        scope: Scope::Local,
+        policy: policy(),
+    };
+    let svc2 = VolumeService::open(
+        &settings,
+        &h.records,
+        &h._dir.path().join("mnt"),
+        fake.clone(),
+        Arc::new(Namespace::default()),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .expect("reopen");
+    assert!(svc2.snapshot_get("s").is_err(), "interrupted snapshot gone");
+    assert!(!fake.state.lock().expect("state").snapshots.contains("s"));
+    assert!(svc2.get("v").is_ok());
+}
+
+#[tokio::test]
+async fn resize_grows_and_refuses_shrink() {
+    let h = harness(policy());
+    h.svc.create("v", &opts(&[("size", "2")])).await.expect("v");
+    let e = h.svc.resize("v", "1").await.expect_err("shrink");
+    assert!(e.to_string().contains("cannot shrink"), "{e}");
+    let e = h.svc.resize("v", "lots").await.expect_err("bad size");
+    assert!(e.to_string().contains("size"), "{e}");
+    assert_eq!(h.svc.resize("v", "2").await.expect("same"), 2 << 30);
+    assert_eq!(h.svc.resize("v", "3G").await.expect("grow"), 3 << 30);
+    assert_eq!(h.svc.get("v").expect("get").record.size, 3 << 30);
+    let (recs, _) = h.svc.store.load_all().expect("load");
+    assert_eq!(recs[0].size, 3 << 30, "durable");
+    h.fake.state.lock().expect("state").fail = Some("resize");
+    h.svc.resize("v", "4").await.expect_err("injected");
+    assert_eq!(h.svc.get("v").expect("get").record.size, 3 << 30);
+    let e = h.svc.resize("nope", "4").await.expect_err("missing");
+    assert!(e.to_string().contains("not found"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crossed_clones_do_not_deadlock() {
+    let h = harness(policy());
+    h.svc.create("a", &no_opts()).await.expect("a");
+    h.svc.create("b", &no_opts()).await.expect("b");
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let svc = h.svc.clone();
+        tasks.push(tokio::spawn(async move {
+            let (src, dst) = if i % 2 == 0 { ("a", "b") } else { ("b", "a") };
+            let _ = svc
+                .create(&format!("{dst}{i}"), &opts(&[("volumeName", src)]))
+                .await;
+            svc.snapshot_create(src, &format!("s{i}")).await.map(|_| ())
+        }));
+    }
+    let all = async {
+        for t in tasks {
+            t.await.expect("join").expect("op");
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), all)
+        .await
+        .expect("no deadlock");
+    assert_eq!(h.svc.ns.lock_entries(), 0);
 }

@@ -1,4 +1,5 @@
-//! Durable state: one JSON record per volume, written atomically.
+//! Durable state: one JSON record per volume (and per snapshot), written
+//! atomically.
 //!
 //! One file per volume keeps the cost of a change flat however many
 //! volumes exist (no rewrite of a global file), and a torn write can only
@@ -58,7 +59,7 @@ pub struct VolumeRecord {
     pub size: u64,
     /// Filesystem.
     pub fs_type: FsType,
-    /// Volume type / pool.
+    /// Volume type: the storage pool.
     #[serde(default)]
     pub volume_type: String,
     /// Requested IOPS (recorded).
@@ -73,6 +74,14 @@ pub struct VolumeRecord {
     pub gid: u32,
     /// Mode of the data directory.
     pub mode: u32,
+    /// Apply `uid`/`gid`/`mode` to an existing data directory at the next
+    /// mount (a clone asked for other owners than its source's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owner_pending: bool,
+    /// What the volume was copied from ("volume NAME (ID)" or
+    /// "snapshot NAME (ID)"); empty for a new filesystem.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
     /// Driver-owned data (e.g. the image path).
     #[serde(default)]
     pub driver_data: BTreeMap<String, String>,
@@ -111,6 +120,73 @@ impl VolumeRecord {
     }
 }
 
+/// A snapshot: a point-in-time copy of a volume, from which new volumes
+/// can be created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// Format version.
+    pub version: u32,
+    /// The snapshot name (same rule as volume names).
+    pub name: VolumeName,
+    /// Stable ID (the `snapshotID` create option takes it).
+    pub id: String,
+    /// Lifecycle phase (`Creating` and `Removing` are intents, as for
+    /// volumes).
+    pub phase: Phase,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Name of the volume it was taken from.
+    pub volume: VolumeName,
+    /// ID of that volume (names can be reused after a remove).
+    pub volume_id: String,
+    /// Size of the volume when taken, bytes.
+    pub size: u64,
+    /// Filesystem.
+    pub fs_type: FsType,
+    /// Storage pool the snapshot lives in.
+    #[serde(default)]
+    pub volume_type: String,
+    /// Data-directory owner of the source (inherited by new volumes).
+    pub uid: u32,
+    /// Data-directory group of the source.
+    pub gid: u32,
+    /// Data-directory mode of the source.
+    pub mode: u32,
+    /// Driver-owned data (e.g. the image path, how it was copied).
+    #[serde(default)]
+    pub driver_data: BTreeMap<String, String>,
+}
+
+/// What a store keeps: a JSON document keyed by a name.
+pub trait StoredRecord: Serialize + serde::de::DeserializeOwned {
+    /// What it is, for messages ("volume", "snapshot").
+    const KIND: &'static str;
+    /// The name the file is called after.
+    fn key(&self) -> &VolumeName;
+    /// Its format version.
+    fn format_version(&self) -> u32;
+}
+
+impl StoredRecord for VolumeRecord {
+    const KIND: &'static str = "volume";
+    fn key(&self) -> &VolumeName {
+        &self.name
+    }
+    fn format_version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl StoredRecord for SnapshotRecord {
+    const KIND: &'static str = "snapshot";
+    fn key(&self) -> &VolumeName {
+        &self.name
+    }
+    fn format_version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -118,9 +194,11 @@ pub enum StateError {
     #[error("state: {0}")]
     Sys(#[from] SysError),
     /// A record could not be encoded.
-    #[error("state record for volume {name}: cannot encode: {source}")]
+    #[error("state record for {kind} {name}: cannot encode: {source}")]
     Encode {
-        /// Volume.
+        /// "volume" or "snapshot".
+        kind: &'static str,
+        /// Its name.
         name: String,
         /// Cause.
         source: serde_json::Error,
@@ -136,18 +214,36 @@ pub struct BadRecord {
     pub reason: String,
 }
 
-/// The per-service record directory.
-#[derive(Debug, Clone)]
-pub struct RecordStore {
+/// A directory of records, one JSON file per name, each written
+/// atomically and durably.
+#[derive(Debug)]
+pub struct Store<T> {
     dir: PathBuf,
+    _kind: std::marker::PhantomData<fn() -> T>,
 }
 
-impl RecordStore {
+impl<T> Clone for Store<T> {
+    fn clone(&self) -> Self {
+        Store {
+            dir: self.dir.clone(),
+            _kind: std::marker::PhantomData,
+        }
+    }
+}
+
+/// The per-service volume record directory.
+pub type RecordStore = Store<VolumeRecord>;
+
+/// The per-service snapshot record directory.
+pub type SnapshotStore = Store<SnapshotRecord>;
+
+impl<T: StoredRecord> Store<T> {
     /// A store in `dir` (created if missing, mode 0700).
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         fsutil::ensure_dir(dir, 0o700)?;
-        Ok(RecordStore {
+        Ok(Store {
             dir: dir.to_path_buf(),
+            _kind: std::marker::PhantomData,
         })
     }
 
@@ -161,12 +257,13 @@ impl RecordStore {
     }
 
     /// Writes `rec` atomically and durably.
-    pub fn save(&self, rec: &VolumeRecord) -> Result<(), StateError> {
+    pub fn save(&self, rec: &T) -> Result<(), StateError> {
         let data = serde_json::to_vec_pretty(rec).map_err(|e| StateError::Encode {
-            name: rec.name.to_string(),
+            kind: T::KIND,
+            name: rec.key().to_string(),
             source: e,
         })?;
-        fsutil::atomic_write(&self.path_of(&rec.name), &data, 0o600)?;
+        fsutil::atomic_write(&self.path_of(rec.key()), &data, 0o600)?;
         Ok(())
     }
 
@@ -178,7 +275,7 @@ impl RecordStore {
 
     /// Reads every record. Leftover temp files are removed; unreadable
     /// records are returned separately (and left on disk for a human).
-    pub fn load_all(&self) -> Result<(Vec<VolumeRecord>, Vec<BadRecord>), StateError> {
+    pub fn load_all(&self) -> Result<(Vec<T>, Vec<BadRecord>), StateError> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         let entries = fs::read_dir(&self.dir).map_err(|e| SysError::io("list", &self.dir, e))?;
@@ -196,17 +293,18 @@ impl RecordStore {
             };
             let rec = fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<VolumeRecord>(&b).map_err(|e| e.to_string()))
+                .and_then(|b| serde_json::from_slice::<T>(&b).map_err(|e| e.to_string()))
                 .and_then(|r| {
-                    if r.name.as_str() != stem {
+                    if r.key().as_str() != stem {
                         Err(format!(
-                            "record names volume {} but file is {fname}",
-                            r.name
+                            "record names {} {} but file is {fname}",
+                            T::KIND,
+                            r.key()
                         ))
-                    } else if r.version > RECORD_VERSION {
+                    } else if r.format_version() > RECORD_VERSION {
                         Err(format!(
                             "record version {} is newer than this build ({RECORD_VERSION})",
-                            r.version
+                            r.format_version()
                         ))
                     } else {
                         Ok(r)
@@ -217,7 +315,7 @@ impl RecordStore {
                 Err(reason) => bad.push(BadRecord { path, reason }),
             }
         }
-        good.sort_by(|a, b| a.name.cmp(&b.name));
+        good.sort_by(|a, b| a.key().cmp(b.key()));
         Ok((good, bad))
     }
 }
@@ -241,10 +339,40 @@ mod tests {
             uid: 0,
             gid: 0,
             mode: 0o755,
+            owner_pending: false,
+            origin: String::new(),
             driver_data: BTreeMap::new(),
             mounts: BTreeMap::new(),
             mounted: None,
         }
+    }
+
+    #[test]
+    fn snapshot_store_roundtrip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(&dir.path().join("snaps")).expect("open");
+        let s = SnapshotRecord {
+            version: RECORD_VERSION,
+            name: VolumeName::parse("s1").expect("name"),
+            id: "id1".into(),
+            phase: Phase::Ready,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            volume: VolumeName::parse("v1").expect("name"),
+            volume_id: "vid".into(),
+            size: 1 << 30,
+            fs_type: FsType::Xfs,
+            volume_type: "default".into(),
+            uid: 1,
+            gid: 2,
+            mode: 0o750,
+            driver_data: BTreeMap::new(),
+        };
+        store.save(&s).expect("save");
+        let (good, bad) = store.load_all().expect("load");
+        assert!(bad.is_empty());
+        assert_eq!(good, vec![s.clone()]);
+        store.delete(&s.name).expect("delete");
+        assert!(store.load_all().expect("load").0.is_empty());
     }
 
     #[test]

@@ -102,6 +102,30 @@ pub fn create_sparse(path: &Path, size: u64) -> SysResult<()> {
     fsync_dir(parent(path)?)
 }
 
+/// Sets the length of an existing file (growing leaves a hole) and
+/// fsyncs it.
+pub fn set_file_len(path: &Path, len: u64) -> SysResult<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| SysError::io("open", path, e))?;
+    f.set_len(len)
+        .map_err(|e| SysError::io("set size of", path, e))?;
+    f.sync_all().map_err(|e| SysError::io("fsync", path, e))
+}
+
+/// fsyncs a file's data and metadata.
+pub fn fsync_file(path: &Path) -> SysResult<()> {
+    let f = File::open(path).map_err(|e| SysError::io("open", path, e))?;
+    f.sync_all().map_err(|e| SysError::io("fsync", path, e))
+}
+
+/// Renames `from` to `to` (same directory) and fsyncs the directory.
+pub fn rename_durable(from: &Path, to: &Path) -> SysResult<()> {
+    fs::rename(from, to).map_err(|e| SysError::io("rename", from, e))?;
+    fsync_dir(parent(to)?)
+}
+
 /// Space statistics of a mounted filesystem.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Space {
@@ -174,6 +198,18 @@ pub fn ensure_owned_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> SysResult<
     )
     .map_err(|e| SysError::io("chown", dir, e.into()))?;
     Ok(true)
+}
+
+/// Sets owner and mode of an existing directory.
+pub fn set_owner_mode(dir: &Path, mode: u32, uid: u32, gid: u32) -> SysResult<()> {
+    nix::unistd::chown(
+        dir,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .map_err(|e| SysError::io("chown", dir, e.into()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(|e| SysError::io("chmod", dir, e))
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! Everything here is blocking and must be called from a blocking thread
 //! (`tokio::task::spawn_blocking`), never from the async executor.
 
+pub mod caps;
 pub mod cmd;
 pub mod fsutil;
 pub mod loopdev;
 pub mod mounts;
+pub mod reflink;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,463 @@
+//! Snapshots, resize and the progress of long operations.
+//!
+//! A snapshot is a point-in-time copy of a volume, kept by the driver and
+//! described by a durable record (`<records_dir>/snapshots/<name>.json`)
+//! with the same Creating → Ready → Removing lifecycle as a volume. Taking
+//! one holds the source volume's lock, so no mount, unmount or remove of
+//! that volume runs meanwhile. Snapshots are independent of their source:
+//! removing the volume keeps them, and volumes created from a snapshot are
+//! independent of it (see docs/snapshots.md).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{info, warn};
+
+use super::{blocking, new_id, read, state_err, write, ServiceError, ServiceResult, VolumeService};
+use crate::driver::{Progress, DEFAULT_POOL};
+use crate::state::{Phase, SnapshotRecord, StateError, RECORD_VERSION};
+use crate::volume::{human_bytes, parse_size, NameError, VolumeName, MAX_NAME_LEN};
+
+/// A snapshot in the catalog.
+pub(super) struct SnapEntry {
+    pub(super) rec: SnapshotRecord,
+    pub(super) allocated: u64,
+}
+
+/// A long operation in flight.
+pub(super) struct OpEntry {
+    kind: &'static str,
+    target: String,
+    source: String,
+    started: Instant,
+    progress: Arc<Progress>,
+}
+
+/// A snapshot as the API shows it.
+#[derive(Debug, Clone)]
+pub struct SnapshotView {
+    /// The record.
+    pub record: SnapshotRecord,
+    /// Bytes its storage takes (shared extents count in full).
+    pub allocated: u64,
+    /// Whether the volume it was taken from still exists.
+    pub source_exists: bool,
+}
+
+/// A long operation as `/Berth.Progress` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationView {
+    /// Operation ID.
+    pub id: u64,
+    /// "snapshot", "clone" or "resize".
+    pub kind: String,
+    /// What is being made (snapshot or volume name).
+    pub target: String,
+    /// What it is made from.
+    pub source: String,
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes to do (0: not known yet).
+    pub total: u64,
+    /// Time since it started.
+    pub elapsed: Duration,
+}
+
+impl OperationView {
+    /// One line for `STATUS=` and logs.
+    pub fn line(&self) -> String {
+        let pct = match self.done.saturating_mul(100).checked_div(self.total) {
+            Some(p) => format!("{p}% of {}", human_bytes(self.total)),
+            None => "starting".to_string(),
+        };
+        format!("{} {} from {}: {pct}", self.kind, self.target, self.source)
+    }
+}
+
+/// Removes its operation from the table when dropped, and stops the
+/// status ticker.
+pub(super) struct OpGuard<'a> {
+    svc: &'a VolumeService,
+    id: u64,
+    progress: Arc<Progress>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl OpGuard<'_> {
+    pub(super) fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
+        if let Ok(mut ops) = self.svc.ops.lock() {
+            ops.remove(&self.id);
+        }
+        self.svc.changed.notify_one();
+    }
+}
+
+/// Validates a snapshot name (the volume name rule).
+pub fn snapshot_name(s: &str) -> ServiceResult<VolumeName> {
+    VolumeName::parse(s).map_err(|e| {
+        ServiceError::BadInput(match e {
+            NameError::Empty => "snapshot name is empty".into(),
+            NameError::TooLong(n) => {
+                format!("snapshot name is {n} bytes long; at most {MAX_NAME_LEN} are allowed")
+            }
+            NameError::Invalid { name, reason } => format!(
+                "snapshot name {name:?} is invalid: {reason} (allowed: [a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+            ),
+        })
+    })
+}
+
+impl VolumeService {
+    /// The lock key of a snapshot (volume names can't contain '@' or '/',
+    /// so it never collides with a volume's).
+    pub(super) fn snap_key(&self, name: &VolumeName) -> String {
+        format!("@snapshot/{}/{name}", self.name)
+    }
+
+    pub(super) fn get_snapshot(&self, name: &VolumeName) -> Option<SnapshotRecord> {
+        read(&self.snapshots).get(name).map(|e| e.rec.clone())
+    }
+
+    pub(super) fn snapshot_by_id(&self, id: &str) -> Option<SnapshotRecord> {
+        read(&self.snapshots)
+            .values()
+            .find(|e| e.rec.id == id)
+            .map(|e| e.rec.clone())
+    }
+
+    pub(super) fn begin_op(&self, kind: &'static str, target: &str, source: &str) -> OpGuard<'_> {
+        let id = self.next_op.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(Progress::default());
+        if let Ok(mut ops) = self.ops.lock() {
+            ops.insert(
+                id,
+                OpEntry {
+                    kind,
+                    target: target.to_string(),
+                    source: source.to_string(),
+                    started: Instant::now(),
+                    progress: progress.clone(),
+                },
+            );
+        }
+        // STATUS= follows a long copy once a second.
+        let changed = self.changed.clone();
+        let ticker = tokio::runtime::Handle::try_current().ok().map(|h| {
+            h.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    changed.notify_one();
+                }
+            })
+        });
+        OpGuard {
+            svc: self,
+            id,
+            progress,
+            ticker,
+        }
+    }
+
+    /// Long operations in flight.
+    pub fn operations(&self) -> Vec<OperationView> {
+        let Ok(ops) = self.ops.lock() else {
+            return Vec::new();
+        };
+        ops.iter()
+            .map(|(id, o)| {
+                let (done, total) = o.progress.get();
+                OperationView {
+                    id: *id,
+                    kind: o.kind.to_string(),
+                    target: o.target.clone(),
+                    source: o.source.clone(),
+                    done,
+                    total,
+                    elapsed: o.started.elapsed(),
+                }
+            })
+            .collect()
+    }
+
+    /// Start-up: finishes interrupted snapshot creates/removes (their
+    /// storage and record go) and returns the Ready snapshots.
+    pub(super) fn reconcile_snapshots(
+        &self,
+        repairs: &mut usize,
+    ) -> Result<Vec<SnapshotRecord>, StateError> {
+        let (records, bad) = self.snap_store.load_all()?;
+        for b in bad {
+            warn!(service = %self.name, path = %b.path.display(), reason = %b.reason,
+                "snapshot record unreadable; the snapshot is refused until the file is fixed or removed");
+            if let Some(stem) = b.path.file_stem() {
+                write(&self.damaged_snapshots)
+                    .insert(stem.to_string_lossy().into_owned(), b.reason);
+            }
+        }
+        let mut ready = Vec::new();
+        for rec in records {
+            if rec.phase == Phase::Ready {
+                ready.push(rec);
+                continue;
+            }
+            let what = if rec.phase == Phase::Creating {
+                "snapshot"
+            } else {
+                "snapshot removal"
+            };
+            let done = self
+                .driver
+                .remove_snapshot(&rec)
+                .map_err(ServiceError::from)
+                .and_then(|_| {
+                    self.snap_store
+                        .delete(&rec.name)
+                        .map_err(state_err(&rec.name))
+                });
+            match done {
+                Ok(()) => warn!(service = %self.name, snapshot = %rec.name,
+                    "an interrupted {what} was found; its storage and record were removed"),
+                Err(e) => warn!(service = %self.name, snapshot = %rec.name,
+                    "an interrupted {what} could not be cleaned up: {e}"),
+            }
+            *repairs += 1;
+        }
+        Ok(ready)
+    }
+
+    fn snap_view(&self, e: &SnapEntry) -> SnapshotView {
+        let source_exists = read(&self.catalog)
+            .get(&e.rec.volume)
+            .is_some_and(|v| v.rec.id == e.rec.volume_id);
+        SnapshotView {
+            record: e.rec.clone(),
+            allocated: e.allocated,
+            source_exists,
+        }
+    }
+
+    /// Takes snapshot `snap` of volume `volume`.
+    pub async fn snapshot_create(&self, volume: &str, snap: &str) -> ServiceResult<SnapshotView> {
+        let vname = VolumeName::parse(volume)?;
+        let sname = snapshot_name(snap)?;
+        let _g = self
+            .lock_all(vec![vname.as_str().to_string(), self.snap_key(&sname)])
+            .await;
+        if let Some(reason) = read(&self.damaged_snapshots).get(sname.as_str()) {
+            return Err(ServiceError::Snapshot {
+                snapshot: sname.to_string(),
+                reason: format!(
+                    "its state record is unreadable ({reason}); fix or remove it first"
+                ),
+            });
+        }
+        if let Some(existing) = self.get_snapshot(&sname) {
+            return Err(ServiceError::Snapshot {
+                snapshot: sname.to_string(),
+                reason: format!(
+                    "a snapshot of that name already exists (of volume {}); pick another name or remove it first",
+                    existing.volume
+                ),
+            });
+        }
+        let vol = self
+            .get_record(&vname)
+            .ok_or_else(|| ServiceError::NotFound(vname.to_string()))?;
+        let started = Instant::now();
+        let rec = SnapshotRecord {
+            version: RECORD_VERSION,
+            name: sname.clone(),
+            id: new_id(),
+            phase: Phase::Creating,
+            created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            volume: vol.name.clone(),
+            volume_id: vol.id.clone(),
+            size: vol.size,
+            fs_type: vol.fs_type,
+            volume_type: if vol.volume_type.is_empty() {
+                DEFAULT_POOL.to_string()
+            } else {
+                vol.volume_type.clone()
+            },
+            uid: vol.uid,
+            gid: vol.gid,
+            mode: vol.mode,
+            driver_data: Default::default(),
+        };
+        let op = self.begin_op("snapshot", sname.as_str(), &format!("volume {vname}"));
+        let progress = op.progress();
+        let driver = self.driver.clone();
+        let store = self.snap_store.clone();
+        let n = sname.clone();
+        let mounted = vol.mounted.is_some();
+        let result = blocking(&vname, move || {
+            let mut rec = rec;
+            let t0 = Instant::now();
+            store.save(&rec).map_err(state_err(&n))?;
+            let t1 = Instant::now();
+            let taken = driver.snapshot(&vol, &mut rec, &progress);
+            tracing::debug!(snapshot = %n, intent_us = (t1 - t0).as_micros() as u64,
+                driver_us = t1.elapsed().as_micros() as u64, "snapshot steps");
+            if let Err(e) = taken {
+                if let Err(se) = store.delete(&n) {
+                    warn!(snapshot = %n, "could not remove the record of a failed snapshot: {se}");
+                }
+                return Err(e.into());
+            }
+            rec.phase = Phase::Ready;
+            if let Err(e) = store.save(&rec) {
+                let _ = driver.remove_snapshot(&rec);
+                let _ = store.delete(&n);
+                return Err(state_err(&n)(e));
+            }
+            let allocated = driver.snapshot_allocated(&rec);
+            Ok((rec, allocated))
+        })
+        .await;
+        drop(op);
+        let (rec, allocated) = result?;
+        info!(service = %self.name, snapshot = %sname, volume = %vname, operation = "snapshot",
+            mounted, copy = rec.driver_data.get("copyMethod").map(String::as_str).unwrap_or(""),
+            frozen_us = rec.driver_data.get("frozenMicros").map(String::as_str).unwrap_or(""),
+            duration_ms = started.elapsed().as_millis() as u64, "snapshot taken");
+        let entry = SnapEntry { rec, allocated };
+        let view = self.snap_view(&entry);
+        write(&self.snapshots).insert(sname, entry);
+        self.invalidate();
+        Ok(view)
+    }
+
+    /// Every snapshot, or those of `volume`.
+    pub fn snapshot_list(&self, volume: Option<&str>) -> ServiceResult<Vec<SnapshotView>> {
+        let filter = volume.map(VolumeName::parse).transpose()?;
+        Ok(read(&self.snapshots)
+            .values()
+            .filter(|e| filter.as_ref().is_none_or(|v| &e.rec.volume == v))
+            .map(|e| self.snap_view(e))
+            .collect())
+    }
+
+    /// One snapshot, by name or ID.
+    pub fn snapshot_get(&self, name_or_id: &str) -> ServiceResult<SnapshotView> {
+        let snaps = read(&self.snapshots);
+        let found = VolumeName::parse(name_or_id)
+            .ok()
+            .and_then(|n| snaps.get(&n))
+            .or_else(|| snaps.values().find(|e| e.rec.id == name_or_id));
+        match found {
+            Some(e) => Ok(self.snap_view(e)),
+            None => {
+                snapshot_name(name_or_id)?;
+                Err(ServiceError::SnapshotNotFound(name_or_id.to_string()))
+            }
+        }
+    }
+
+    /// Removes a snapshot. Volumes created from it are independent copies
+    /// and stay.
+    pub async fn snapshot_remove(&self, name: &str) -> ServiceResult<()> {
+        let sname = snapshot_name(name)?;
+        let _g = self.ns.lock(&self.snap_key(&sname)).await;
+        let mut rec = self
+            .get_snapshot(&sname)
+            .ok_or_else(|| ServiceError::SnapshotNotFound(sname.to_string()))?;
+        let started = Instant::now();
+        rec.phase = Phase::Removing;
+        let driver = self.driver.clone();
+        let store = self.snap_store.clone();
+        let n = sname.clone();
+        blocking(&sname, move || {
+            store.save(&rec).map_err(state_err(&n))?;
+            driver.remove_snapshot(&rec)?;
+            store.delete(&n).map_err(state_err(&n))?;
+            Ok(())
+        })
+        // On error the record says Removing and the next start finishes
+        // the job; until then the snapshot stays listed.
+        .await?;
+        write(&self.snapshots).remove(&sname);
+        self.invalidate();
+        let copies = read(&self.catalog)
+            .values()
+            .filter(|e| e.rec.origin.starts_with(&format!("snapshot {sname} (")))
+            .count();
+        info!(service = %self.name, snapshot = %sname, operation = "snapshot remove",
+            volumes_from_it = copies,
+            duration_ms = started.elapsed().as_millis() as u64, "snapshot removed");
+        Ok(())
+    }
+
+    /// Grows volume `name` to `size` (REX-Ray size syntax). Shrinking is
+    /// refused; the same size is a no-op.
+    pub async fn resize(&self, name: &str, size: &str) -> ServiceResult<u64> {
+        let name = VolumeName::parse(name)?;
+        let new_size = parse_size(size).map_err(|r| ServiceError::Option {
+            volume: name.to_string(),
+            source: super::OptionError(format!("size: {r}")),
+        })?;
+        let _g = self.ns.lock(name.as_str()).await;
+        let rec = self
+            .get_record(&name)
+            .ok_or_else(|| ServiceError::NotFound(name.to_string()))?;
+        if new_size < rec.size {
+            return Err(ServiceError::Conflict {
+                volume: name.to_string(),
+                reason: format!(
+                    "cannot shrink from {} to {}: volumes only grow (shrinking a filesystem can lose data, and xfs cannot shrink at all)",
+                    human_bytes(rec.size),
+                    human_bytes(new_size)
+                ),
+            });
+        }
+        if new_size == rec.size {
+            return Ok(rec.size);
+        }
+        let started = Instant::now();
+        let op = self.begin_op("resize", name.as_str(), &human_bytes(rec.size));
+        let driver = self.driver.clone();
+        let store = self.store.clone();
+        let n = name.clone();
+        let old = rec.size;
+        let result = blocking(&name, move || {
+            if let Some(free) = driver.free_space(&rec.volume_type) {
+                let more = new_size - rec.size;
+                if more > free {
+                    return Err(ServiceError::BadInput(format!(
+                        "volume {n}: growing by {} needs more than the {} free for images in pool {}",
+                        human_bytes(more),
+                        human_bytes(free),
+                        rec.volume_type
+                    )));
+                }
+            }
+            driver.resize(&rec, new_size)?;
+            let mut rec = rec;
+            rec.size = new_size;
+            store.save(&rec).map_err(state_err(&n))?;
+            Ok(rec)
+        })
+        .await;
+        drop(op);
+        let rec = result?;
+        let allocated = if rec.mounted.is_some() {
+            0
+        } else {
+            self.driver.allocated(&rec)
+        };
+        info!(service = %self.name, volume = %name, operation = "resize",
+            from = old, to = new_size, mounted = rec.mounted.is_some(),
+            duration_ms = started.elapsed().as_millis() as u64, "volume grown");
+        self.put(rec, allocated);
+        Ok(new_size)
+    }
+}
