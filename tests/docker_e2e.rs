@@ -18,10 +18,15 @@ fn root_docker_engine_end_to_end() {
         }
     }
     if !std::path::Path::new("/bin/busybox").exists() {
-        eprintln!("SKIPPED (needs /bin/busybox from busybox-static): root_docker_engine_end_to_end");
+        eprintln!(
+            "SKIPPED (needs /bin/busybox from busybox-static): root_docker_engine_end_to_end"
+        );
         return;
     }
-    let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("berth-e2e-")
+        .tempdir()
+        .expect("tempdir");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/docker.sh");
     let out = Command::new(script)
         .arg(dir.path())

@@ -28,7 +28,17 @@ fn root_lifecycle_ext4_with_status_and_size_enforced() {
     assert_eq!(vol["Mountpoint"], "", "not mounted yet");
     assert!(vol["CreatedAt"].as_str().expect("CreatedAt").ends_with('Z'));
     let st = &vol["Status"];
-    for k in ["name", "size", "iops", "type", "availabilityZone", "service", "server", "fields", "fsType"] {
+    for k in [
+        "name",
+        "size",
+        "iops",
+        "type",
+        "availabilityZone",
+        "service",
+        "server",
+        "fields",
+        "fsType",
+    ] {
         assert!(st.get(k).is_some(), "Status lacks {k}: {st}");
     }
     assert_eq!(st["service"], "berth");
@@ -40,7 +50,10 @@ fn root_lifecycle_ext4_with_status_and_size_enforced() {
     assert_eq!(p, d.mount_dir().join("v1/data"));
     assert!(is_mounted(&d.mount_dir().join("v1")));
     assert_eq!(api.get("v1")["Mountpoint"], p.to_string_lossy().as_ref());
-    assert_eq!(api.ok("VolumeDriver.Path", json!({"Name": "v1"}))["Mountpoint"], p.to_string_lossy().as_ref());
+    assert_eq!(
+        api.ok("VolumeDriver.Path", json!({"Name": "v1"}))["Mountpoint"],
+        p.to_string_lossy().as_ref()
+    );
     // The filesystem enforces the size: 100 MiB do not fit in 64 MiB.
     let big = vec![7u8; 1 << 20];
     let mut f = std::fs::File::create(p.join("fill")).expect("create file");
@@ -68,7 +81,10 @@ fn root_lifecycle_ext4_with_status_and_size_enforced() {
     api.unmount("v1", Some(&id));
     assert!(!is_mounted(&d.mount_dir().join("v1")));
     assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
-    assert_eq!(api.ok("VolumeDriver.Path", json!({"Name": "v1"}))["Mountpoint"], "");
+    assert_eq!(
+        api.ok("VolumeDriver.Path", json!({"Name": "v1"}))["Mountpoint"],
+        ""
+    );
     // Data survives unmount + mount.
     let p = api.mount("v1", None);
     assert_eq!(std::fs::read(p.join("hello")).expect("read"), b"kept");
@@ -148,13 +164,20 @@ fn root_kill9_keeps_mounts_and_counts() {
     api.mount("k", Some("two"));
     std::fs::write(p.join("data"), b"precious").expect("write");
     d.kill9();
-    assert!(is_mounted(&d.mount_dir().join("k")), "SIGKILL must not unmount");
+    assert!(
+        is_mounted(&d.mount_dir().join("k")),
+        "SIGKILL must not unmount"
+    );
     d.spawn();
     let api = d.client("berth");
     let v = api.get("k");
     assert_eq!(v["Mountpoint"], p.to_string_lossy().as_ref());
     assert_eq!(v["Status"]["mountCount"], 2);
-    assert!(d.log().contains("repairs=0"), "nothing to repair after a clean kill:\n{}", d.log());
+    assert!(
+        d.log().contains("repairs=0"),
+        "nothing to repair after a clean kill:\n{}",
+        d.log()
+    );
     api.unmount("k", Some("one"));
     assert!(is_mounted(&d.mount_dir().join("k")), "two still holds it");
     assert_eq!(std::fs::read(p.join("data")).expect("read"), b"precious");
@@ -182,7 +205,8 @@ fn root_reconcile_repairs_what_the_kernel_disagrees_with() {
     // 2. "orphan" is mounted, but its record holds no user (as after a
     //    crash between mount and the record write).
     let rec_path = d.records_dir("berth").join("orphan.json");
-    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec_path).expect("read")).expect("json");
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rec_path).expect("read")).expect("json");
     rec["mounts"] = json!({});
     std::fs::write(&rec_path, serde_json::to_vec(&rec).expect("encode")).expect("write");
     // 3. An interrupted create: a record in phase "creating" and its image.
@@ -191,7 +215,11 @@ fn root_reconcile_repairs_what_the_kernel_disagrees_with() {
     rec2["phase"] = json!("creating");
     rec2["mounted"] = json!(null);
     rec2["driver_data"] = json!({});
-    std::fs::write(d.records_dir("berth").join("halfmade.json"), serde_json::to_vec(&rec2).expect("encode")).expect("write");
+    std::fs::write(
+        d.records_dir("berth").join("halfmade.json"),
+        serde_json::to_vec(&rec2).expect("encode"),
+    )
+    .expect("write");
     std::fs::write(image(&d, "halfmade"), b"partial").expect("write");
     // 4. A leftover temp file of an interrupted record write.
     std::fs::write(d.records_dir("berth").join(".gone.json.tmp"), b"{").expect("write");
@@ -204,7 +232,9 @@ fn root_reconcile_repairs_what_the_kernel_disagrees_with() {
     assert!(log.contains("mount counts are reset"), "{log}");
     assert!(!is_mounted(&d.mount_dir().join("orphan")), "{log}");
     assert!(log.contains("no user"), "{log}");
-    assert!(api.err("VolumeDriver.Get", json!({"Name": "halfmade"})).contains("not found"));
+    assert!(api
+        .err("VolumeDriver.Get", json!({"Name": "halfmade"}))
+        .contains("not found"));
     assert!(!image(&d, "halfmade").exists());
     assert!(!d.records_dir("berth").join("halfmade.json").exists());
     assert!(!d.records_dir("berth").join(".gone.json.tmp").exists());
@@ -222,15 +252,32 @@ fn root_failed_mkfs_leaves_nothing() {
     }
     let fake = tempfile::tempdir().expect("tempdir");
     let tool = fake.path().join("mkfs.ext4");
-    std::fs::write(&tool, "#!/bin/sh\necho 'mkfs.ext4: injected failure' >&2\nexit 1\n").expect("write");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\necho 'mkfs.ext4: injected failure' >&2\nexit 1\n",
+    )
+    .expect("write");
     std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let path = format!("{}:{}", fake.path().display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let d = Daemon::start_with_env("", vec![("PATH".into(), path)]);
     let api = d.client("berth");
-    let e = api.err("VolumeDriver.Create", json!({"Name": "nofs", "Opts": {"size": "32M"}}));
-    assert!(e.contains("nofs") && e.contains("mkfs.ext4") && e.contains("injected failure"), "{e}");
+    let e = api.err(
+        "VolumeDriver.Create",
+        json!({"Name": "nofs", "Opts": {"size": "32M"}}),
+    );
+    assert!(
+        e.contains("nofs") && e.contains("mkfs.ext4") && e.contains("injected failure"),
+        "{e}"
+    );
     assert!(!image(&d, "nofs").exists(), "image rolled back");
-    assert!(!d.records_dir("berth").join("nofs.json").exists(), "record rolled back");
+    assert!(
+        !d.records_dir("berth").join("nofs.json").exists(),
+        "record rolled back"
+    );
     assert!(api.list_names().is_empty());
     // Implicit create on Mount fails the same clean way.
     let e = api.err("VolumeDriver.Mount", json!({"Name": "nofs2", "ID": "x"}));
@@ -248,7 +295,10 @@ fn root_failed_mount_leaks_no_loop_device() {
     api.create("broken", &[("size", "32M")]);
     // Wipe the superblock region: the kernel will refuse to mount it.
     let img = image(&d, "broken");
-    let f = std::fs::OpenOptions::new().write(true).open(&img).expect("open");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .expect("open");
     use std::os::unix::fs::FileExt;
     f.write_all_at(&vec![0u8; 1 << 20], 0).expect("wipe");
     f.sync_all().expect("sync");
@@ -269,7 +319,15 @@ fn root_ownership_mode_and_policies() {
         "[services.berth]\ndriver = \"loop\"\n[services.berth.volume.remove]\nforce = true\n[services.berth.volume.data]\nmode = \"0700\"\n",
     );
     let api = d.client("berth");
-    api.create("owned", &[("size", "32M"), ("uid", "1000"), ("gid", "1001"), ("mode", "0750")]);
+    api.create(
+        "owned",
+        &[
+            ("size", "32M"),
+            ("uid", "1000"),
+            ("gid", "1001"),
+            ("mode", "0750"),
+        ],
+    );
     let p = api.mount("owned", Some("x"));
     let m = std::fs::metadata(&p).expect("stat");
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1001, 0o750));
@@ -296,7 +354,10 @@ fn root_parallel_operations() {
             let sock = sock.clone();
             s.spawn(move || {
                 let api = common::Api {
-                    client: berth::client::PluginClient::new(sock, std::time::Duration::from_secs(120)),
+                    client: berth::client::PluginClient::new(
+                        sock,
+                        std::time::Duration::from_secs(120),
+                    ),
                 };
                 let name = format!("par{i}");
                 api.create(&name, &[("size", "32M")]);
@@ -317,7 +378,10 @@ fn root_parallel_operations() {
             let sock = sock.clone();
             hs.push(s.spawn(move || {
                 let api = common::Api {
-                    client: berth::client::PluginClient::new(sock, std::time::Duration::from_secs(120)),
+                    client: berth::client::PluginClient::new(
+                        sock,
+                        std::time::Duration::from_secs(120),
+                    ),
                 };
                 api.mount("hot", Some(&format!("c{}", j % 4)));
             }));

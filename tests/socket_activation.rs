@@ -40,7 +40,9 @@ fn two_named_sockets_reach_two_services() {
         .arg(&cfg)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(p.join("log")).expect("log")))
+        .stderr(Stdio::from(
+            std::fs::File::create(p.join("log")).expect("log"),
+        ))
         .spawn()
         .expect("spawn systemd-socket-activate");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -54,12 +56,18 @@ fn two_named_sockets_reach_two_services() {
     };
     let v = beta.ok("VolumeDriver.Capabilities", json!({}));
     let first = started.elapsed();
-    assert_eq!(v["Capabilities"]["Scope"], "global", "beta's socket reached beta");
+    assert_eq!(
+        v["Capabilities"]["Scope"], "global",
+        "beta's socket reached beta"
+    );
     let alpha = common::Api {
         client: berth::client::PluginClient::new(&a, Duration::from_secs(10)),
     };
     let v = alpha.ok("VolumeDriver.Capabilities", json!({}));
-    assert_eq!(v["Capabilities"]["Scope"], "local", "alpha's socket reached alpha");
+    assert_eq!(
+        v["Capabilities"]["Scope"], "local",
+        "alpha's socket reached alpha"
+    );
     let st = alpha.ok("Berth.Status", json!({}));
     assert_eq!(st["Service"], "alpha");
     let socks: Vec<String> = st["Services"]
@@ -68,7 +76,10 @@ fn two_named_sockets_reach_two_services() {
         .iter()
         .map(|s| s["Socket"].as_str().expect("Socket").to_string())
         .collect();
-    assert_eq!(socks, vec![a.display().to_string(), b.display().to_string()]);
+    assert_eq!(
+        socks,
+        vec![a.display().to_string(), b.display().to_string()]
+    );
     assert!(!p.join("plugins").exists(), "berthd bound nothing itself");
     eprintln!("first answer after activation: {first:?}");
     let _ = nix::sys::signal::kill(

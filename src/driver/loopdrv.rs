@@ -106,8 +106,13 @@ impl Driver for LoopDriver {
                 .map_err(|e| DriverError::sys(&rec.name, "create image", e))?;
         }
         let result = (|| {
-            let found = fsutil::probe_fs_type(&image, self.timeout)
-                .map_err(|e| DriverError::sys(&rec.name, "probe filesystem", e))?;
+            // A file made just now is blank: only an adopted one is probed.
+            let found = if existed {
+                fsutil::probe_fs_type(&image, self.timeout)
+                    .map_err(|e| DriverError::sys(&rec.name, "probe filesystem", e))?
+            } else {
+                None
+            };
             match found {
                 Some(fs) if !how.overwrite_fs => {
                     rec.fs_type = FsType::parse(&fs).map_err(|r| DriverError::Conflict {
@@ -117,12 +122,16 @@ impl Driver for LoopDriver {
                             image.display()
                         ),
                     })?;
-                    Ok(())
+                    return Ok(());
                 }
                 _ => self
                     .mkfs(rec.fs_type, &image)
                     .map_err(|e| DriverError::sys(&rec.name, "make filesystem", e)),
-            }
+            }?;
+            // mkfs synced the image's data; make its directory entry
+            // durable before the record says Ready.
+            fsutil::fsync_dir(&self.image_dir)
+                .map_err(|e| DriverError::sys(&rec.name, "sync image directory", e))
         })();
         if let Err(cause) = result {
             if !existed {

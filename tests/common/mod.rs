@@ -112,7 +112,11 @@ impl Daemon {
                     panic!("berthd exited early ({status}); log:\n{}", self.log());
                 }
             }
-            assert!(Instant::now() < deadline, "berthd did not start; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "berthd did not start; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -122,7 +126,10 @@ impl Daemon {
     }
 
     pub fn socket(&self, service: &str) -> PathBuf {
-        self.dir.path().join("plugins").join(format!("{service}.sock"))
+        self.dir
+            .path()
+            .join("plugins")
+            .join(format!("{service}.sock"))
     }
 
     pub fn mount_dir(&self) -> PathBuf {
@@ -234,8 +241,12 @@ impl Api {
         let (status, bytes) = rt()
             .block_on(self.client.call_raw(method, Bytes::from(body.to_string())))
             .expect("transport");
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("answer to {method} is not JSON ({e}): {:?}", String::from_utf8_lossy(&bytes)));
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "answer to {method} is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
         (status, v)
     }
 
@@ -251,12 +262,21 @@ impl Api {
     pub fn err(&self, method: &str, body: Value) -> String {
         let (s, v) = self.raw(method, &body.to_string());
         assert_ne!(s, StatusCode::OK, "{method} {body} should fail: {v}");
-        v["Err"].as_str().unwrap_or_else(|| panic!("no Err in {v}")).to_string()
+        v["Err"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no Err in {v}"))
+            .to_string()
     }
 
     pub fn create(&self, name: &str, opts: &[(&str, &str)]) {
-        let o: serde_json::Map<String, Value> = opts.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
-        self.ok("VolumeDriver.Create", serde_json::json!({"Name": name, "Opts": o}));
+        let o: serde_json::Map<String, Value> = opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
+        self.ok(
+            "VolumeDriver.Create",
+            serde_json::json!({"Name": name, "Opts": o}),
+        );
     }
 
     pub fn mount(&self, name: &str, id: Option<&str>) -> PathBuf {
