@@ -324,6 +324,7 @@ fn main() {
             b.fabricate(n);
             let cfg = b.config();
             let mut v = Vec::new();
+            let mut vg = Vec::new();
             let mut rss = 0;
             for _ in 0..7 {
                 let sock = dir.path().join("act.sock");
@@ -347,6 +348,8 @@ fn main() {
                 let mut c = Conn::open(&sock);
                 c.call("Plugin.Activate", "");
                 v.push(t.elapsed());
+                c.call("VolumeDriver.Get", "{\"Name\":\"fab00001\"}");
+                vg.push(t.elapsed());
                 std::thread::sleep(Duration::from_millis(100));
                 rss = rss_kb(act.id());
                 let _ = Command::new("kill").arg(act.id().to_string()).status();
