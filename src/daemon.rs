@@ -91,41 +91,15 @@ pub async fn run(
     passed: Vec<(String, std::os::unix::net::UnixListener)>,
 ) -> Result<(), DaemonError> {
     let started = Instant::now();
-    let ns = Arc::new(Namespace::default());
-    let changed = Arc::new(tokio::sync::Notify::new());
-    let mut services = BTreeMap::new();
-    for name in settings.services.keys() {
-        let s = settings.clone();
-        let n = name.clone();
-        let ns = ns.clone();
-        let changed = changed.clone();
-        let svc = tokio::task::spawn_blocking(move || {
-            let driver = make_driver(&s, &n);
-            VolumeService::open(
-                &s.services[&n],
-                &s.records_dir(&n),
-                &s.daemon.mount_dir,
-                driver,
-                ns,
-                changed,
-            )
-        })
-        .await
-        .map_err(|e| DaemonError::Runtime(format!("start-up task failed: {e}")))?
-        .map_err(|e| DaemonError::Service {
-            service: name.clone(),
-            reason: e.to_string(),
-        })?;
-        services.insert(name.clone(), Arc::new(svc));
-    }
 
-    // Sockets: systemd's by name, else our own.
+    // Sockets first: systemd's by name, else our own. Serving starts now;
+    // calls that need the volumes wait until they are loaded.
     let mut passed: BTreeMap<String, std::os::unix::net::UnixListener> =
         passed.into_iter().collect();
-    let mut listeners = Vec::new();
+    let mut endpoints = Vec::new();
     let mut sockets = BTreeMap::new();
     let mut own_sockets = Vec::new();
-    for (name, svc) in &services {
+    for (name, svc_settings) in &settings.services {
         let (std_listener, path, ours) = match passed.remove(name) {
             Some(l) => {
                 let path = l
@@ -146,6 +120,7 @@ pub async fn run(
                     service: name.clone(),
                     reason: e.to_string(),
                 })?;
+                own_sockets.push(path.clone());
                 (l, path, true)
             }
         };
@@ -156,13 +131,67 @@ pub async fn run(
         info!(service = %name, socket = %path.display(),
             activation = if ours { "bound by berthd" } else { "passed by systemd" }, "listening");
         sockets.insert(name.clone(), path.to_string_lossy().into_owned());
-        if ours {
-            own_sockets.push(path);
-        }
-        listeners.push((listener, svc.clone()));
+        endpoints.push(api::Endpoint {
+            listener,
+            service: name.clone(),
+            scope: svc_settings.scope,
+        });
     }
     for (name, _) in passed {
         warn!(socket_name = %name, "systemd passed a socket for a service that is not configured; closing it");
+    }
+    let (gate_tx, gate) = tokio::sync::watch::channel(None);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(
+        endpoints,
+        gate,
+        settings.daemon.max_connections,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    let ns = Arc::new(Namespace::default());
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let mut services = BTreeMap::new();
+    for name in settings.services.keys() {
+        let s = settings.clone();
+        let n = name.clone();
+        let ns = ns.clone();
+        let changed = changed.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let driver = make_driver(&s, &n);
+            VolumeService::open(
+                &s.services[&n],
+                &s.records_dir(&n),
+                &s.daemon.mount_dir,
+                driver,
+                ns,
+                changed,
+            )
+        })
+        .await
+        .map_err(|e| DaemonError::Runtime(format!("start-up task failed: {e}")))
+        .and_then(|r| {
+            r.map_err(|e| DaemonError::Service {
+                service: name.clone(),
+                reason: e.to_string(),
+            })
+        });
+        match opened {
+            Ok(svc) => {
+                services.insert(name.clone(), Arc::new(svc));
+            }
+            Err(e) => {
+                drop(gate_tx);
+                let _ = stop_tx.send(());
+                let _ = server.await;
+                for p in own_sockets {
+                    let _ = std::fs::remove_file(&p);
+                }
+                return Err(e);
+            }
+        }
     }
 
     let registry = Arc::new(Registry {
@@ -170,6 +199,7 @@ pub async fn run(
         sockets,
         started,
     });
+    let _ = gate_tx.send(Some(registry.clone()));
     let line = status_line(&registry);
     systemd::ready(&line);
     info!(
@@ -205,24 +235,16 @@ pub async fn run(
         .map_err(|e| DaemonError::Runtime(format!("SIGINT handler: {e}")))?;
     let mut hup = signal(SignalKind::hangup())
         .map_err(|e| DaemonError::Runtime(format!("SIGHUP handler: {e}")))?;
-    let reg_for_reload = registry.clone();
-    let shutdown = async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => { info!("SIGTERM: stopping"); break; }
-                _ = int.recv() => { info!("SIGINT: stopping"); break; }
-                _ = hup.recv() => reload(&source, &reg_for_reload),
-            }
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => reload(&source, &registry),
         }
-        systemd::stopping("stopping: finishing requests in flight; mounted volumes stay mounted");
-    };
-    api::serve(
-        listeners,
-        registry.clone(),
-        settings.daemon.max_connections,
-        shutdown,
-    )
-    .await;
+    }
+    systemd::stopping("stopping: finishing requests in flight; mounted volumes stay mounted");
+    let _ = stop_tx.send(());
+    let _ = server.await;
     for p in own_sockets {
         let _ = std::fs::remove_file(&p);
     }

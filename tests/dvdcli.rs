@@ -226,6 +226,8 @@ log_level = "info"
 driver = "loop"
 [services.mesos.volume.unmount]
 ignoreusedcount = true
+[services.mesos.pools.io1]
+image_dir = "{root}/pools/io1"
 
 [services.counting]
 driver = "loop"
@@ -478,10 +480,10 @@ fn marathon_native_containerizer_example_on_berth() {
         "create",
         "--volumedriver=mesos",
         "--volumename=eqopt1",
-        "--volumeopts=volumetype=tier=gold,size=200M",
+        "--volumeopts=availabilityZone=rack=a1,size=200M",
     ])
     .ok("create");
-    assert_eq!(d.status("mesos", "eqopt1")["type"], json!("tier=gold"));
+    assert_eq!(d.status("mesos", "eqopt1")["availabilityZone"], json!("rack=a1"));
 
     // Clean up through dvdcli.
     dv(&["remove", "--volumedriver=mesos", "--volumename=eqopt1"]).ok("remove eqopt1");

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::service::VolumeService;
+use crate::volume::Scope;
 
 /// Largest request body accepted (Docker's are a few hundred bytes).
 pub const MAX_BODY: usize = 1 << 20;
@@ -40,11 +41,31 @@ pub struct Registry {
     pub started: Instant,
 }
 
-/// Serves `listeners` (each bound to one service) until `shutdown`
-/// resolves, then lets in-flight requests finish (at most 10 s).
+/// One socket and the service it serves.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The listening socket.
+    pub listener: UnixListener,
+    /// The service's name.
+    pub service: String,
+    /// Its scope (known from the config before its state is loaded).
+    pub scope: Scope,
+}
+
+/// Becomes `Some` once every service has loaded and reconciled its state.
+pub type Gate = tokio::sync::watch::Receiver<Option<Arc<Registry>>>;
+
+/// Serves `endpoints` until `shutdown` resolves, then lets in-flight
+/// requests finish (at most 10 s).
+///
+/// Serving starts before the services have loaded their state: the calls
+/// that don't depend on it (`Plugin.Activate`, `Capabilities`) are
+/// answered at once, so a socket-activated start answers dockerd's first
+/// call in milliseconds even with many volumes; every other call waits
+/// for `gate`.
 pub async fn serve(
-    listeners: Vec<(UnixListener, Arc<VolumeService>)>,
-    registry: Arc<Registry>,
+    endpoints: Vec<Endpoint>,
+    gate: Gate,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -52,9 +73,15 @@ pub async fn serve(
     let limit = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut accept_tasks = Vec::new();
-    for (listener, svc) in listeners {
+    for Endpoint {
+        listener,
+        service,
+        scope,
+    } in endpoints
+    {
         let mut stop = stop_tx.subscribe();
-        let registry = registry.clone();
+        let gate = gate.clone();
+        let service = Arc::new(service);
         let limit = limit.clone();
         let graceful = graceful.clone();
         accept_tasks.push(tokio::spawn(async move {
@@ -68,14 +95,14 @@ pub async fn serve(
                     r = listener.accept() => match r {
                         Ok((s, _)) => s,
                         Err(e) => {
-                            warn!(service = %svc.name(), "accept failed: {e}");
+                            warn!(service = %service, "accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
                     },
                 };
-                let svc = svc.clone();
-                let registry = registry.clone();
+                let gate = gate.clone();
+                let service = service.clone();
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
@@ -83,11 +110,11 @@ pub async fn serve(
                     .serve_connection(
                         TokioIo::new(stream),
                         service_fn(move |req| {
-                            let svc = svc.clone();
-                            let registry = registry.clone();
+                            let gate = gate.clone();
+                            let service = service.clone();
                             async move {
                                 Ok::<_, std::convert::Infallible>(
-                                    docker::handle(req, &svc, &registry).await,
+                                    route(req, &service, scope, gate).await,
                                 )
                             }
                         }),
@@ -104,6 +131,7 @@ pub async fn serve(
     }
     shutdown.await;
     let _ = stop_tx.send(());
+    // (accept loops stop; connections drain below)
     for t in accept_tasks {
         let _ = t.await;
     }
@@ -117,4 +145,51 @@ pub async fn serve(
             warn!("in-flight requests did not finish within 10 s; stopping anyway");
         }
     }
+}
+
+async fn route(
+    req: hyper::Request<hyper::body::Incoming>,
+    service: &str,
+    scope: Scope,
+    mut gate: Gate,
+) -> hyper::Response<response::Body> {
+    let registry = gate.borrow().clone();
+    let registry = match registry {
+        Some(r) => r,
+        None => {
+            match req.uri().path() {
+                "/Plugin.Activate" => {
+                    return response::ok(&crate::protocol::ActivateResponse {
+                        implements: vec!["VolumeDriver".into()],
+                    })
+                }
+                "/VolumeDriver.Capabilities" => {
+                    return response::ok(&crate::protocol::CapabilitiesResponse {
+                        capabilities: crate::protocol::Capabilities {
+                            scope: scope.as_str().into(),
+                        },
+                    })
+                }
+                _ => {}
+            }
+            match gate.wait_for(Option::is_some).await {
+                Ok(r) => match r.clone() {
+                    Some(r) => r,
+                    None => return unavailable(service),
+                },
+                Err(_) => return unavailable(service),
+            }
+        }
+    };
+    match registry.services.get(service) {
+        Some(svc) => docker::handle(req, svc, &registry).await,
+        None => unavailable(service),
+    }
+}
+
+fn unavailable(service: &str) -> hyper::Response<response::Body> {
+    response::error(
+        hyper::StatusCode::SERVICE_UNAVAILABLE,
+        &format!("service {service} is not available (berthd is stopping or failed to start)"),
+    )
 }

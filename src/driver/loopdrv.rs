@@ -407,8 +407,13 @@ impl Driver for LoopDriver {
                 .map_err(|e| DriverError::sys(&rec.name, "create image", e))?;
         }
         let result = (|| {
-            let found = fsutil::probe_fs_type(&image, self.timeout)
-                .map_err(|e| DriverError::sys(&rec.name, "probe filesystem", e))?;
+            // A file made just now is blank: only an adopted one is probed.
+            let found = if existed {
+                fsutil::probe_fs_type(&image, self.timeout)
+                    .map_err(|e| DriverError::sys(&rec.name, "probe filesystem", e))?
+            } else {
+                None
+            };
             match found {
                 Some(fs) if !how.overwrite_fs => {
                     rec.fs_type = FsType::parse(&fs).map_err(|r| DriverError::Conflict {
@@ -418,14 +423,19 @@ impl Driver for LoopDriver {
                             image.display()
                         ),
                     })?;
-                    Ok(())
+                    return Ok(());
                 }
                 _ => {
                     too_small(rec)?;
                     self.mkfs(rec.fs_type, &image)
                         .map_err(|e| DriverError::sys(&rec.name, "make filesystem", e))
                 }
-            }
+            }?;
+            // mkfs synced the image's data; make its directory entry
+            // durable before the record says Ready.
+            let dir = image.parent().unwrap_or(Path::new("/"));
+            fsutil::fsync_dir(dir)
+                .map_err(|e| DriverError::sys(&rec.name, "sync image directory", e))
         })();
         if let Err(cause) = result {
             if !existed {

@@ -88,6 +88,10 @@ pub fn ensure_dir(path: &Path, mode: u32) -> SysResult<()> {
 }
 
 /// Creates a new sparse file of `size` bytes; fails if the file exists.
+///
+/// Not synced: callers write an intent record first and sync once the
+/// file has its content (mkfs syncs its writes), so a crash in between
+/// is cleaned up from the record.
 pub fn create_sparse(path: &Path, size: u64) -> SysResult<()> {
     let f = OpenOptions::new()
         .write(true)
@@ -96,10 +100,7 @@ pub fn create_sparse(path: &Path, size: u64) -> SysResult<()> {
         .open(path)
         .map_err(|e| SysError::io("create image", path, e))?;
     f.set_len(size)
-        .map_err(|e| SysError::io("set size of image", path, e))?;
-    f.sync_all()
-        .map_err(|e| SysError::io("fsync image", path, e))?;
-    fsync_dir(parent(path)?)
+        .map_err(|e| SysError::io("set size of image", path, e))
 }
 
 /// Sets the length of an existing file (growing leaves a hole) and

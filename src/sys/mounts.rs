@@ -53,6 +53,9 @@ pub struct MountEntry {
 #[derive(Debug, Clone, Default)]
 pub struct MountTable {
     entries: Vec<MountEntry>,
+    /// Target → index of the top-most entry (lookups are per volume, so
+    /// they must not scan the table).
+    top: std::collections::HashMap<PathBuf, usize>,
 }
 
 impl MountTable {
@@ -66,21 +69,25 @@ impl MountTable {
     /// Parses mountinfo text.
     pub fn parse<R: std::io::Read>(r: R) -> Result<Self, String> {
         let infos = procfs_core::process::MountInfos::from_read(r).map_err(|e| e.to_string())?;
-        Ok(MountTable {
-            entries: infos
-                .into_iter()
-                .map(|m| MountEntry {
-                    target: m.mount_point,
-                    source: m.mount_source.unwrap_or_default(),
-                    fs_type: m.fs_type,
-                })
-                .collect(),
-        })
+        let entries: Vec<MountEntry> = infos
+            .into_iter()
+            .map(|m| MountEntry {
+                target: m.mount_point,
+                source: m.mount_source.unwrap_or_default(),
+                fs_type: m.fs_type,
+            })
+            .collect();
+        let top = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.target.clone(), i))
+            .collect();
+        Ok(MountTable { entries, top })
     }
 
     /// The top-most mount on `target`, if any.
     pub fn at(&self, target: &Path) -> Option<&MountEntry> {
-        self.entries.iter().rev().find(|e| e.target == target)
+        self.top.get(target).and_then(|&i| self.entries.get(i))
     }
 
     /// How many mounts are stacked on `target`.
