@@ -70,10 +70,15 @@ fn status_line(reg: &Registry) -> String {
         .values()
         .map(|s| {
             let st = s.status();
-            format!(
-                "{}: {} volumes, {} mounted",
-                st.name, st.volumes, st.mounted
-            )
+            let mut line = format!(
+                "{}: {} volumes, {} mounted, {} snapshots",
+                st.name, st.volumes, st.mounted, st.snapshots
+            );
+            // Long copies (snapshot, clone) show their progress here.
+            for b in &st.busy {
+                line.push_str(&format!(" [{b}]"));
+            }
+            line
         })
         .collect();
     format!(

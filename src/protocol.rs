@@ -98,7 +98,7 @@ pub struct GetResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ListResponse {
     /// Volumes.
-    #[serde(rename = "Volumes", default)]
+    #[serde(rename = "Volumes", default, deserialize_with = "null_as_empty")]
     pub volumes: Vec<Volume>,
     /// Empty on success.
     #[serde(rename = "Err", default)]
@@ -319,4 +319,26 @@ pub struct ProgressResponse {
     /// Empty on success.
     #[serde(rename = "Err", default)]
     pub err: String,
+}
+
+/// Go plugins encode an empty slice as `null`.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_accepts_null_volumes() {
+        let r: ListResponse = serde_json::from_str(r#"{"Volumes":null,"Err":""}"#).expect("null");
+        assert!(r.volumes.is_empty());
+        let r: ListResponse = serde_json::from_str(r#"{"Err":""}"#).expect("absent");
+        assert!(r.volumes.is_empty());
+    }
 }

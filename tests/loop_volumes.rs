@@ -402,3 +402,52 @@ fn root_parallel_operations() {
     assert!(api.list_names().is_empty());
     assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
 }
+
+#[test]
+fn root_adopted_image_is_kept_and_never_deleted_by_recovery() {
+    if !can_use_storage("root_adopted_image_is_kept_and_never_deleted_by_recovery") {
+        return;
+    }
+    let mut d = Daemon::start("");
+    let api = d.client("berth");
+    // An operator's image with a filesystem and data, put in place by hand.
+    std::fs::create_dir_all(d.image_dir("berth")).expect("mkdir");
+    let img = image(&d, "legacy");
+    std::process::Command::new("truncate").args(["-s", "64M"]).arg(&img).status().expect("truncate");
+    let src = d.dir.path().join("seed");
+    std::fs::create_dir_all(src.join("data")).expect("seed");
+    std::fs::write(src.join("data/old.txt"), b"from before").expect("seed file");
+    let ok = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&src)
+        .arg(&img)
+        .status()
+        .expect("mkfs");
+    assert!(ok.success());
+    api.create("legacy", &[("size", "1")]);
+    let p = api.mount("legacy", Some("x"));
+    assert_eq!(std::fs::read(p.join("old.txt")).expect("adopted data"), b"from before");
+    assert_eq!(api.get("legacy")["Status"]["sizeBytes"], 64 << 20, "the image keeps its size");
+    api.unmount("legacy", Some("x"));
+
+    // A crash in the middle of adopting: the intent record marks the image
+    // as pre-existing, so recovery gives it back untouched.
+    d.stop();
+    let rec_path = d.records_dir("berth").join("legacy.json");
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rec_path).expect("read")).expect("json");
+    rec["phase"] = json!("creating");
+    rec["driver_data"] = json!({"berth.adopted": "true"});
+    std::fs::write(&rec_path, serde_json::to_vec(&rec).expect("encode")).expect("write");
+    d.spawn();
+    let api = d.client("berth");
+    assert!(api.list_names().is_empty(), "{}", d.log());
+    assert!(img.exists(), "an adopted image must survive recovery:\n{}", d.log());
+    // And it can be adopted again.
+    api.create("legacy", &[]);
+    let p = api.mount("legacy", None);
+    assert_eq!(std::fs::read(p.join("old.txt")).expect("data"), b"from before");
+    api.unmount("legacy", None);
+    api.remove("legacy");
+    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
+}

@@ -453,6 +453,10 @@ impl Driver for LoopDriver {
         Ok(())
     }
 
+    fn storage_exists(&self, rec: &VolumeRecord) -> bool {
+        self.image_of(rec).exists()
+    }
+
     fn remove(&self, rec: &VolumeRecord) -> DriverResult<()> {
         let image = self.image_of(rec);
         self.detach_all(&image)

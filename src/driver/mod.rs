@@ -175,6 +175,14 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// a source. On error nothing is left behind.
     fn create(&self, rec: &mut VolumeRecord, how: &CreateHow<'_>) -> DriverResult<()>;
 
+    /// Whether backing storage for `rec` exists before it is created (an
+    /// image an operator put in place, to be adopted). The service records
+    /// this in the intent record, so a crash during the create never
+    /// deletes storage Berth did not make.
+    fn storage_exists(&self, _rec: &VolumeRecord) -> bool {
+        false
+    }
+
     /// Deletes the backing store. Absent is fine.
     fn remove(&self, rec: &VolumeRecord) -> DriverResult<()>;
 

@@ -43,6 +43,11 @@ use crate::sys::{fsutil, mounts::MountTable};
 use crate::volume::{bytes_to_gb, human_bytes, MountId, NameError, Scope, VolumeName};
 
 pub use lock::Namespace;
+
+/// Key the service sets in `driver_data` of an intent record when the
+/// driver reported pre-existing storage (keys under `berth.` are the
+/// service's, not the driver's).
+pub const ADOPTED_KEY: &str = "berth.adopted";
 use options::{CreateSpec, OptionError, SourceRef};
 pub use snapshot::{OperationView, SnapshotView};
 
@@ -284,10 +289,17 @@ impl VolumeService {
                     } else {
                         "remove"
                     };
-                    let done = self
-                        .driver
-                        .unmount(&rec, &target)
-                        .and_then(|_| self.driver.remove(&rec));
+                    // An adopted image was there before the create: an
+                    // interrupted create gives it back untouched.
+                    let adopted = rec.phase == Phase::Creating
+                        && rec.driver_data.get(ADOPTED_KEY).is_some_and(|v| v == "true");
+                    let done = self.driver.unmount(&rec, &target).and_then(|_| {
+                        if adopted {
+                            Ok(())
+                        } else {
+                            self.driver.remove(&rec)
+                        }
+                    });
                     match done
                         .map_err(ServiceError::from)
                         .and_then(|_| self.store.delete(&rec.name).map_err(state_err(&rec.name)))
@@ -682,6 +694,10 @@ impl VolumeService {
                 progress: progress.as_deref(),
             };
             let mut rec = rec;
+            let adopted = driver.storage_exists(&rec);
+            if adopted {
+                rec.driver_data.insert(ADOPTED_KEY.into(), "true".into());
+            }
             store.save(&rec).map_err(state_err(&n))?;
             if let Err(e) = driver.create(&mut rec, &how) {
                 if let Err(se) = store.delete(&n) {
@@ -690,9 +706,12 @@ impl VolumeService {
                 return Err(e.into());
             }
             let undo = |rec: &VolumeRecord| {
-                if let Err(e) = driver.remove(rec) {
-                    warn!(volume = %n, "rollback of a failed create could not remove its storage: {e}");
-                    return;
+                // Storage that was there before (adopted) is never removed.
+                if !adopted {
+                    if let Err(e) = driver.remove(rec) {
+                        warn!(volume = %n, "rollback of a failed create could not remove its storage: {e}");
+                        return;
+                    }
                 }
                 let _ = store.delete(&n);
             };
