@@ -168,6 +168,41 @@ pub async fn handle(
     resp
 }
 
+/// Decodes the request body as `$ty`, or returns the 400 answer.
+macro_rules! decode_or_answer {
+    ($ty:ty, $path:expr, $body:expr) => {
+        match decode::<$ty>($path, $body) {
+            Ok(r) => r,
+            Err(resp) => return *resp,
+        }
+    };
+}
+
+/// A service outcome as an answer: `ok(value)` on success, 500 + `Err`
+/// otherwise.
+fn answer<T, R: serde::Serialize>(
+    outcome: crate::service::ServiceResult<T>,
+    ok: impl FnOnce(T) -> R,
+) -> Response<Body> {
+    match outcome {
+        Ok(v) => response::ok(&ok(v)),
+        Err(e) => response::service_error(&e),
+    }
+}
+
+fn done(_: ()) -> ErrResponse {
+    ErrResponse::default()
+}
+
+fn mountpoint(p: Option<std::path::PathBuf>) -> MountpointResponse {
+    MountpointResponse {
+        mountpoint: p
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        err: String::new(),
+    }
+}
+
 async fn dispatch(
     route: Route,
     path: &str,
@@ -185,76 +220,34 @@ async fn dispatch(
             },
         }),
         Route::Create => {
-            let r: CreateRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
+            let r = decode_or_answer!(CreateRequest, path, body);
             let opts = r.opts.unwrap_or_default();
-            match svc.create(&r.name, &opts).await {
-                Ok(()) => response::ok(&ErrResponse::default()),
-                Err(e) => response::service_error(&e),
-            }
+            answer(svc.create(&r.name, &opts).await, done)
         }
         Route::Remove => {
-            let r: NameRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
-            match svc.remove(&r.name).await {
-                Ok(()) => response::ok(&ErrResponse::default()),
-                Err(e) => response::service_error(&e),
-            }
+            let r = decode_or_answer!(NameRequest, path, body);
+            answer(svc.remove(&r.name).await, done)
         }
         Route::Mount => {
-            let r: MountRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
-            match svc.mount(&r.name, r.id.as_deref()).await {
-                Ok(p) => response::ok(&MountpointResponse {
-                    mountpoint: p.to_string_lossy().into_owned(),
-                    err: String::new(),
-                }),
-                Err(e) => response::service_error(&e),
-            }
+            let r = decode_or_answer!(MountRequest, path, body);
+            answer(svc.mount(&r.name, r.id.as_deref()).await, |p| {
+                mountpoint(Some(p))
+            })
         }
         Route::Unmount => {
-            let r: MountRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
-            match svc.unmount(&r.name, r.id.as_deref()).await {
-                Ok(()) => response::ok(&ErrResponse::default()),
-                Err(e) => response::service_error(&e),
-            }
+            let r = decode_or_answer!(MountRequest, path, body);
+            answer(svc.unmount(&r.name, r.id.as_deref()).await, done)
         }
         Route::Path => {
-            let r: NameRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
-            match svc.path(&r.name) {
-                Ok(p) => response::ok(&MountpointResponse {
-                    mountpoint: p
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    err: String::new(),
-                }),
-                Err(e) => response::service_error(&e),
-            }
+            let r = decode_or_answer!(NameRequest, path, body);
+            answer(svc.path(&r.name), mountpoint)
         }
         Route::Get => {
-            let r: NameRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
-            match svc.get(&r.name) {
-                Ok(v) => response::ok(&GetResponse {
-                    volume: Some(volume_of(&v, svc.name())),
-                    err: String::new(),
-                }),
-                Err(e) => response::service_error(&e),
-            }
+            let r = decode_or_answer!(NameRequest, path, body);
+            answer(svc.get(&r.name), |v| GetResponse {
+                volume: Some(volume_of(&v, svc.name())),
+                err: String::new(),
+            })
         }
         Route::List => response::ok_bytes(svc.list_body(|it| {
             let volumes: Vec<Volume> = it
@@ -275,83 +268,56 @@ async fn dispatch(
                 .unwrap_or_default(),
             )
         })),
-        Route::DetailedList => {
-            let volumes = svc
+        Route::DetailedList => response::ok(&DetailedListResponse {
+            volumes: svc
                 .list_views()
                 .iter()
                 .map(|v| volume_of(v, svc.name()))
-                .collect();
-            response::ok(&DetailedListResponse {
-                volumes,
-                err: String::new(),
-            })
-        }
+                .collect(),
+            err: String::new(),
+        }),
         Route::SnapshotCreate => {
-            let r: SnapshotCreateRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
-            match svc.snapshot_create(&r.volume, &r.name).await {
-                Ok(v) => response::ok(&SnapshotResponse {
+            let r = decode_or_answer!(SnapshotCreateRequest, path, body);
+            answer(svc.snapshot_create(&r.volume, &r.name).await, |v| {
+                SnapshotResponse {
                     snapshot: Some(snapshot_of(&v)),
                     err: String::new(),
-                }),
-                Err(e) => response::service_error(&e),
-            }
+                }
+            })
         }
         Route::SnapshotList => {
             // An empty body lists everything.
-            let r: SnapshotListRequest = if body.iter().all(u8::is_ascii_whitespace) {
+            let r = if body.iter().all(u8::is_ascii_whitespace) {
                 SnapshotListRequest::default()
             } else {
-                match decode(path, body) {
-                    Ok(r) => r,
-                    Err(resp) => return *resp,
-                }
+                decode_or_answer!(SnapshotListRequest, path, body)
             };
-            match svc.snapshot_list(r.volume.as_deref()) {
-                Ok(v) => response::ok(&SnapshotListResponse {
+            answer(svc.snapshot_list(r.volume.as_deref()), |v| {
+                SnapshotListResponse {
                     snapshots: v.iter().map(snapshot_of).collect(),
                     err: String::new(),
-                }),
-                Err(e) => response::service_error(&e),
-            }
+                }
+            })
         }
         Route::SnapshotInspect => {
-            let r: NameRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
-            match svc.snapshot_get(&r.name) {
-                Ok(v) => response::ok(&SnapshotResponse {
-                    snapshot: Some(snapshot_of(&v)),
-                    err: String::new(),
-                }),
-                Err(e) => response::service_error(&e),
-            }
+            let r = decode_or_answer!(NameRequest, path, body);
+            answer(svc.snapshot_get(&r.name), |v| SnapshotResponse {
+                snapshot: Some(snapshot_of(&v)),
+                err: String::new(),
+            })
         }
         Route::SnapshotRemove => {
-            let r: NameRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
-            match svc.snapshot_remove(&r.name).await {
-                Ok(()) => response::ok(&ErrResponse::default()),
-                Err(e) => response::service_error(&e),
-            }
+            let r = decode_or_answer!(NameRequest, path, body);
+            answer(svc.snapshot_remove(&r.name).await, done)
         }
         Route::VolumeResize => {
-            let r: ResizeRequest = match decode(path, body) {
-                Ok(r) => r,
-                Err(resp) => return *resp,
-            };
-            match svc.resize(&r.name, &r.size).await {
-                Ok(size_bytes) => response::ok(&ResizeResponse {
+            let r = decode_or_answer!(ResizeRequest, path, body);
+            answer(svc.resize(&r.name, &r.size).await, |size_bytes| {
+                ResizeResponse {
                     size_bytes,
                     err: String::new(),
-                }),
-                Err(e) => response::service_error(&e),
-            }
+                }
+            })
         }
         Route::Progress => response::ok(&ProgressResponse {
             operations: svc

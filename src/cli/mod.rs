@@ -408,11 +408,7 @@ async fn execute(c: &PluginClient, cli: &Cli) -> Result<String, String> {
                     )
                     .await
                     .map_err(e)?;
-                Ok(if cli.json {
-                    json(&serde_json::json!({ "Name": name }))
-                } else {
-                    format!("{name}\n")
-                })
+                Ok(named(cli.json, name))
             }
             VolumeCommand::Rm { name } => {
                 let _: ErrResponse = c
@@ -422,11 +418,7 @@ async fn execute(c: &PluginClient, cli: &Cli) -> Result<String, String> {
                     )
                     .await
                     .map_err(e)?;
-                Ok(if cli.json {
-                    json(&serde_json::json!({ "Name": name }))
-                } else {
-                    format!("{name}\n")
-                })
+                Ok(named(cli.json, name))
             }
             VolumeCommand::Mount { name, id } => {
                 let r: MountpointResponse = c
@@ -456,11 +448,7 @@ async fn execute(c: &PluginClient, cli: &Cli) -> Result<String, String> {
                     )
                     .await
                     .map_err(e)?;
-                Ok(if cli.json {
-                    json(&serde_json::json!({ "Name": name }))
-                } else {
-                    format!("{name}\n")
-                })
+                Ok(named(cli.json, name))
             }
             VolumeCommand::Clone { source, name, opts } => {
                 let mut opts = parse_opts(opts)?;
@@ -598,12 +586,17 @@ async fn snapshot_command(
                 )
                 .await
                 .map_err(e)?;
-            Ok(if cli.json {
-                json(&serde_json::json!({ "Name": name }))
-            } else {
-                format!("{name}\n")
-            })
+            Ok(named(cli.json, name))
         }
+    }
+}
+
+/// What a command that acts on one named object prints.
+fn named(json: bool, name: &str) -> String {
+    if json {
+        erased::Json::to_json(&serde_json::json!({ "Name": name }))
+    } else {
+        format!("{name}\n")
     }
 }
 

@@ -124,31 +124,35 @@ impl DiscoveryError {
 
 /// Checks that `name` can be a plugin name: a plain file name.
 pub fn validate_name(name: &str) -> Result<(), DiscoveryError> {
-    let bad = |reason| {
-        Err(DiscoveryError::InvalidName {
+    let reason = if name.len() > MAX_NAME_LEN {
+        Some("it is longer than 250 bytes")
+    } else {
+        file_name_problem(name)
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(DiscoveryError::InvalidName {
             name: name.chars().take(80).collect(),
             reason,
-        })
-    };
+        }),
+    }
+}
+
+/// Why `name` can't be used as one path component, if it can't.
+pub fn file_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
-        return bad("it is empty");
+        Some("it is empty")
+    } else if name.contains('/') {
+        Some("it contains '/'")
+    } else if name.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else if name == "." || name == ".." {
+        Some("it is not a file name")
+    } else {
+        None
     }
-    if name.len() > MAX_NAME_LEN {
-        return bad("it is longer than 250 bytes");
-    }
-    if name.contains('/') {
-        return bad("it contains '/'");
-    }
-    if name.contains('\0') {
-        return bad("it contains a NUL byte");
-    }
-    if name.chars().any(char::is_control) {
-        return bad("it contains a control character");
-    }
-    if name == "." || name == ".." {
-        return bad("it is not a file name");
-    }
-    Ok(())
 }
 
 fn is_socket(p: &Path) -> bool {

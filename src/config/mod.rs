@@ -336,16 +336,7 @@ pub fn validate_pool_name(name: &str) -> Result<(), String> {
             "pool name {DEFAULT_POOL:?} is reserved for the service's own image_dir; set image_dir instead"
         ));
     }
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if is_plain_name(name) {
         Ok(())
     } else {
         Err(format!(
@@ -354,9 +345,10 @@ pub fn validate_pool_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Service (plugin) names: what users pass to `--volume-driver`.
-pub fn validate_service_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+/// 1-64 of `[a-zA-Z0-9_.-]`, starting with a letter or digit: a name that
+/// is safe as a file name, a socket name and a systemd instance name.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
@@ -364,8 +356,12 @@ pub fn validate_service_name(name: &str) -> Result<(), String> {
             .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Service (plugin) names: what users pass to `--volume-driver`.
+pub fn validate_service_name(name: &str) -> Result<(), String> {
+    if is_plain_name(name) {
         Ok(())
     } else {
         Err(format!(

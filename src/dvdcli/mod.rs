@@ -248,26 +248,13 @@ pub enum DvdError {
 /// Checks a volume name before anything is sent: dvdcli passes it on
 /// verbatim, and plugins use it as a file name.
 pub fn validate_volume_name(name: &str) -> Result<(), ArgError> {
-    let bad = |why: &str| {
-        let shown: String = name.chars().take(80).collect();
-        Err(ArgError(format!("volume name {shown:?} is invalid: {why}")))
-    };
-    if name.is_empty() {
-        return bad("it is empty");
+    match discovery::file_name_problem(name) {
+        None => Ok(()),
+        Some(why) => {
+            let shown: String = name.chars().take(80).collect();
+            Err(ArgError(format!("volume name {shown:?} is invalid: {why}")))
+        }
     }
-    if name.contains('/') {
-        return bad("it contains '/'");
-    }
-    if name.contains('\0') {
-        return bad("it contains a NUL byte");
-    }
-    if name.chars().any(char::is_control) {
-        return bad("it contains a control character");
-    }
-    if name == "." || name == ".." {
-        return bad("it is not a file name");
-    }
-    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -292,7 +292,10 @@ impl VolumeService {
                     // An adopted image was there before the create: an
                     // interrupted create gives it back untouched.
                     let adopted = rec.phase == Phase::Creating
-                        && rec.driver_data.get(ADOPTED_KEY).is_some_and(|v| v == "true");
+                        && rec
+                            .driver_data
+                            .get(ADOPTED_KEY)
+                            .is_some_and(|v| v == "true");
                     let done = self.driver.unmount(&rec, &target).and_then(|_| {
                         if adopted {
                             Ok(())
