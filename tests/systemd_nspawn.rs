@@ -42,7 +42,7 @@ fn is_executable(p: &Path) -> bool {
 fn skip(why: &str) {
     let line = format!(
         "\n==============================================================\n\
-         SKIPPED: systemd/.deb test (tests/systemd/run.sh): {why}\n\
+         SKIPPED ({why}): package_and_units_under_systemd (tests/systemd/run.sh)\n\
          ==============================================================\n"
     );
     // Straight to the terminal: a skip must be seen even when the
@@ -54,20 +54,20 @@ fn skip(why: &str) {
 #[test]
 fn package_and_units_under_systemd() {
     if std::env::var_os("BERTH_SKIP_SYSTEMD_TEST").is_some_and(|v| v == "1") {
-        skip("BERTH_SKIP_SYSTEMD_TEST=1");
+        skip("BERTH_SKIP_SYSTEMD_TEST=1 is set");
         return;
     }
     if !nix::unistd::Uid::effective().is_root() {
-        skip("needs root (loop devices, mounts, systemd-nspawn)");
+        skip("needs root: loop devices, mounts, systemd-nspawn");
         return;
     }
     let missing: Vec<String> = TOOLS
         .iter()
         .filter(|(tool, _)| !in_path(tool))
-        .map(|(tool, pkg)| format!("{tool} (package {pkg})"))
+        .map(|(tool, pkg)| format!("{tool} from package {pkg}"))
         .collect();
     if !missing.is_empty() {
-        skip(&format!("missing {}", missing.join(", ")));
+        skip(&format!("needs {}", missing.join(", ")));
         return;
     }
 

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2016 # mmdebstrap hooks expand in their own shell
 # box.sh - a throw-away Debian booted with systemd as PID 1
 # (systemd-nspawn -b), for testing Berth's package and units. Sourced by
 # run.sh; works on hosts whose PID 1 is not systemd (CI VMs, containers).

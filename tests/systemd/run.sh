@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2016 # commands for the machine expand there, not here
 # run.sh - Berth's package and units under real systemd.
 #
 # Builds the .deb (and a rebuilt one with a higher version), checks it
@@ -10,7 +11,7 @@
 # exits non-zero when a check failed.
 #
 # Run as root: tests/systemd/run.sh
-# Needs: systemd-container, mmdebstrap, debhelper, dpkg-dev, help2man,
+# Needs: systemd-container, mmdebstrap, debhelper, dpkg-dev, build-essential, help2man,
 # lintian, util-linux, and cargo in PATH. The rootfs tarball and the cargo
 # target directory are cached in $BERTH_TEST_CACHE (/var/cache/berth-test).
 #
@@ -338,7 +339,7 @@ ls_out=$(D volume ls --format '{{.Driver}}/{{.Name}}' 2>&1)
 ls_ms=$((($(date +%s%N) - t) / 1000000))
 check "7 docker volume ls took $ls_ms ms (< 5000)" test "$ls_ms" -lt 5000
 lists_all() { grep -qx berth/v3 <<<"$ls_out" && grep -qx berth/v4 <<<"$ls_out" && grep -qx second/v2 <<<"$ls_out"; }
-check "7 it lists berth/v3 berth/v4 second/v2: $(echo $ls_out)" lists_all
+check "7 it lists berth/v3 berth/v4 second/v2: ${ls_out//$'\n'/ }" lists_all
 check "7 the request re-activated berth@berth.service" X systemctl is-active -q berth@berth.service
 PID=$(X systemctl show -P MainPID berth@berth.service)
 
@@ -385,5 +386,10 @@ check "8 purge: units and their links gone" \
 data_kept() { grep -q 'keeping /var/lib/berth' "$WORK/purge.log" && [ -s "$BOX_ROOT/var/lib/berth/images/berth/v3.img" ]; }
 check "8 purge: volume data kept, and said so" data_kept
 sed -n 's/^berth: /     | berth: /p' "$WORK/purge.log"
+# Once the data is gone, purge takes the state with it, saying so.
+X sh -c "rm -rf --one-file-system /var/lib/berth && cd /root && apt-get install -y -q ./$DEBNAME1 &&
+    apt-get purge -y -q berth" >"$WORK/purge2.log" 2>&1
+state_gone() { grep -q 'removing /var/lib/berth' "$WORK/purge2.log" && X test ! -e /var/lib/berth; }
+check "8 install and purge without volumes: /var/lib/berth removed, said so" state_gone
 
 [ "$FAIL" = 0 ]
