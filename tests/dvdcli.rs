@@ -483,7 +483,10 @@ fn marathon_native_containerizer_example_on_berth() {
         "--volumeopts=availabilityZone=rack=a1,size=200M",
     ])
     .ok("create");
-    assert_eq!(d.status("mesos", "eqopt1")["availabilityZone"], json!("rack=a1"));
+    assert_eq!(
+        d.status("mesos", "eqopt1")["availabilityZone"],
+        json!("rack=a1")
+    );
 
     // Clean up through dvdcli.
     dv(&["remove", "--volumedriver=mesos", "--volumename=eqopt1"]).ok("remove eqopt1");

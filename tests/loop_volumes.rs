@@ -413,7 +413,11 @@ fn root_adopted_image_is_kept_and_never_deleted_by_recovery() {
     // An operator's image with a filesystem and data, put in place by hand.
     std::fs::create_dir_all(d.image_dir("berth")).expect("mkdir");
     let img = image(&d, "legacy");
-    std::process::Command::new("truncate").args(["-s", "64M"]).arg(&img).status().expect("truncate");
+    std::process::Command::new("truncate")
+        .args(["-s", "64M"])
+        .arg(&img)
+        .status()
+        .expect("truncate");
     let src = d.dir.path().join("seed");
     std::fs::create_dir_all(src.join("data")).expect("seed");
     std::fs::write(src.join("data/old.txt"), b"from before").expect("seed file");
@@ -426,8 +430,15 @@ fn root_adopted_image_is_kept_and_never_deleted_by_recovery() {
     assert!(ok.success());
     api.create("legacy", &[("size", "1")]);
     let p = api.mount("legacy", Some("x"));
-    assert_eq!(std::fs::read(p.join("old.txt")).expect("adopted data"), b"from before");
-    assert_eq!(api.get("legacy")["Status"]["sizeBytes"], 64 << 20, "the image keeps its size");
+    assert_eq!(
+        std::fs::read(p.join("old.txt")).expect("adopted data"),
+        b"from before"
+    );
+    assert_eq!(
+        api.get("legacy")["Status"]["sizeBytes"],
+        64 << 20,
+        "the image keeps its size"
+    );
     api.unmount("legacy", Some("x"));
 
     // A crash in the middle of adopting: the intent record marks the image
@@ -442,11 +453,18 @@ fn root_adopted_image_is_kept_and_never_deleted_by_recovery() {
     d.spawn();
     let api = d.client("berth");
     assert!(api.list_names().is_empty(), "{}", d.log());
-    assert!(img.exists(), "an adopted image must survive recovery:\n{}", d.log());
+    assert!(
+        img.exists(),
+        "an adopted image must survive recovery:\n{}",
+        d.log()
+    );
     // And it can be adopted again.
     api.create("legacy", &[]);
     let p = api.mount("legacy", None);
-    assert_eq!(std::fs::read(p.join("old.txt")).expect("data"), b"from before");
+    assert_eq!(
+        std::fs::read(p.join("old.txt")).expect("data"),
+        b"from before"
+    );
     api.unmount("legacy", None);
     api.remove("legacy");
     assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
