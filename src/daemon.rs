@@ -64,6 +64,14 @@ fn make_driver(settings: &Settings, name: &str) -> Arc<dyn Driver> {
     }
 }
 
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn status_line(reg: &Registry) -> String {
     let parts: Vec<String> = reg
         .services
@@ -71,8 +79,11 @@ fn status_line(reg: &Registry) -> String {
         .map(|s| {
             let st = s.status();
             let mut line = format!(
-                "{}: {} volumes, {} mounted, {} snapshots",
-                st.name, st.volumes, st.mounted, st.snapshots
+                "{}: {}, {} mounted, {}",
+                st.name,
+                count(st.volumes, "volume"),
+                st.mounted,
+                count(st.snapshots, "snapshot")
             );
             // Long copies (snapshot, clone) show their progress here.
             for b in &st.busy {
@@ -96,6 +107,15 @@ pub async fn run(
     passed: Vec<(String, std::os::unix::net::UnixListener)>,
 ) -> Result<(), DaemonError> {
     let started = Instant::now();
+    // Signal handlers first: a `systemctl reload` (SIGHUP) or stop that
+    // arrives while the state loads must not kill berthd with the
+    // default action. Signals received meanwhile are handled once serving.
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| DaemonError::Runtime(format!("SIGTERM handler: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| DaemonError::Runtime(format!("SIGINT handler: {e}")))?;
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| DaemonError::Runtime(format!("SIGHUP handler: {e}")))?;
 
     // Sockets first: systemd's by name, else our own. Serving starts now;
     // calls that need the volumes wait until they are loaded.
@@ -234,12 +254,6 @@ pub async fn run(
         });
     }
 
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| DaemonError::Runtime(format!("SIGTERM handler: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| DaemonError::Runtime(format!("SIGINT handler: {e}")))?;
-    let mut hup = signal(SignalKind::hangup())
-        .map_err(|e| DaemonError::Runtime(format!("SIGHUP handler: {e}")))?;
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }

@@ -469,3 +469,51 @@ fn root_adopted_image_is_kept_and_never_deleted_by_recovery() {
     api.remove("legacy");
     assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
 }
+
+#[test]
+fn root_names_are_unique_across_berthd_processes() {
+    if !can_use_storage("root_names_are_unique_across_berthd_processes") {
+        return;
+    }
+    // One process per service, as the systemd template units run them.
+    let mut a = Daemon::start(
+        "[services.berth]\ndriver = \"loop\"\n[services.second]\ndriver = \"loop\"\n",
+    );
+    a.stop();
+    let spawn_one = |d: &Daemon, service: &str| {
+        let log = std::fs::File::create(d.dir.path().join(format!("{service}.log"))).expect("log");
+        std::process::Command::new(env!("CARGO_BIN_EXE_berthd"))
+            .arg("--config")
+            .arg(&d.config)
+            .args(["--service", service])
+            .env_remove("NOTIFY_SOCKET")
+            .stderr(log)
+            .spawn()
+            .expect("spawn")
+    };
+    let mut p1 = spawn_one(&a, "berth");
+    let mut p2 = spawn_one(&a, "second");
+    for s in ["berth", "second"] {
+        a.wait_ready(s);
+    }
+    let one = a.client("berth");
+    let two = a.client("second");
+    one.create("dup", &[("size", "32M")]);
+    let e = two.err(
+        "VolumeDriver.Create",
+        json!({"Name": "dup", "Opts": {"size": "32M"}}),
+    );
+    assert!(e.contains("dup") && e.contains("service berth"), "{e}");
+    assert!(two.list_names().is_empty());
+    one.remove("dup");
+    two.create("dup", &[("size", "32M")]);
+    two.remove("dup");
+    for p in [&mut p1, &mut p2] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = p.wait();
+    }
+    assert!(a.leftovers().is_empty(), "{:?}", a.leftovers());
+}

@@ -385,6 +385,22 @@ impl VolumeService {
         Ok(())
     }
 
+    /// The other service (possibly served by another berthd process, as
+    /// with one systemd instance per service) that has a volume `name`:
+    /// its record sits in a sibling of this service's record directory.
+    /// Docker keys volumes by name alone, and all services share the
+    /// mount directory.
+    fn owner_elsewhere(&self, name: &VolumeName) -> Option<String> {
+        let mine = self.store.dir();
+        let root = mine.parent()?;
+        std::fs::read_dir(root)
+            .ok()?
+            .flatten()
+            .filter(|e| e.path() != mine)
+            .find(|e| e.path().join(format!("{name}.json")).exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+    }
+
     /// The service name.
     pub fn name(&self) -> &str {
         &self.name
@@ -552,13 +568,16 @@ impl VolumeService {
                 ),
             });
         }
-        if let Some(owner) = self.ns.owner(name.as_str()) {
-            if owner != self.name {
-                return Err(ServiceError::Conflict {
-                    volume: name.to_string(),
-                    reason: format!("the name is already used by service {owner}; volume names are unique across services"),
-                });
-            }
+        let owner = self
+            .ns
+            .owner(name.as_str())
+            .filter(|o| *o != self.name)
+            .or_else(|| self.owner_elsewhere(name));
+        if let Some(owner) = owner {
+            return Err(ServiceError::Conflict {
+                volume: name.to_string(),
+                reason: format!("the name is already used by service {owner}; volume names are unique across services"),
+            });
         }
         let started = Instant::now();
         let opt_err = |msg: String| ServiceError::Option {

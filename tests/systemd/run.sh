@@ -232,9 +232,9 @@ check "2 v1 mounted at /var/lib/berth/volumes/v1 (${V1SRC:-not mounted}) while k
 # 3. sd-notify status and journald fields.
 ########################################################################
 status_has() { [[ "$(X systemctl show -P StatusText berth@berth.service)" == *"$1"* ]]; }
-wait_for 5 status_has 'berth: 1 volumes, 1 mounted'
+wait_for 5 status_has 'berth: 1 volume, 1 mounted'
 check "3 systemctl show: STATUS= '$(X systemctl show -P StatusText berth@berth.service)'" \
-    status_has 'berth: 1 volumes, 1 mounted'
+    status_has 'berth: 1 volume, 1 mounted'
 journal_has() { # UNIT VOLUME OPERATION
     local j
     j=$(X journalctl -u "$1" -o json --no-pager)
