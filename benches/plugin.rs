@@ -276,8 +276,11 @@ fn main() {
         b.fabricate(n);
         let t0 = Instant::now();
         let child = b.start();
-        let startup = t0.elapsed();
         let sock = b.sock();
+        // Serving starts before the volumes are loaded; the first Get is
+        // answered once they are.
+        Conn::open(&sock).call("VolumeDriver.Get", get_body);
+        let startup = t0.elapsed();
         let (g50, g99, grps) = latency(&sock, "VolumeDriver.Get", get_body, 5000);
         let (p50, p99, _) = latency(&sock, "VolumeDriver.Path", get_body, 3000);
         let (l50, l99, _) = latency(
@@ -310,7 +313,10 @@ fn main() {
         println!("| N={n}: Path c=1 | p50 {} p99 {} | |", us(p50), us(p99));
         println!("| N={n}: List c=1 | p50 {} p99 {} | |", us(l50), us(l99));
         println!("| N={n}: List c=16 | {lt:.0} req/s | |");
-        println!("| N={n}: exec → serving | {} | |", ms(startup));
+        println!(
+            "| N={n}: exec → first Get answered (volumes loaded) | {} | |",
+            ms(startup)
+        );
         println!(
             "| N={n}: RSS after load | {:.1} MB | |",
             rss as f64 / 1024.0
@@ -359,6 +365,10 @@ fn main() {
                 "| socket activation, {n} volumes: connect → first answer | median {} (min {}) | floor ≈1.7 ms / 5.4 ms (reference) |",
                 ms(pct(&mut v.clone(), 0.5)),
                 ms(pct(&mut v, 0.0))
+            );
+            println!(
+                "| socket activation, {n} volumes: connect → first Get answered | median {} | |",
+                ms(pct(&mut vg, 0.5))
             );
             println!(
                 "| RSS idle after activation, {n} volumes | {:.1} MB | |",
