@@ -51,6 +51,9 @@ fn describe(s: &Settings) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Fault injection for tests (FAILPOINTS=...); absent from normal builds.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let source = ConfigSource {
         path: args
             .config

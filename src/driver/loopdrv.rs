@@ -39,6 +39,7 @@ impl LoopDriver {
     }
 
     fn mkfs(&self, fs: FsType, image: &Path) -> Result<(), SysError> {
+        failpoint!("loop.mkfs");
         let img = image.to_string_lossy();
         match fs {
             // nodiscard: the image is sparse already; lazy init keeps

@@ -162,6 +162,7 @@ impl RecordStore {
 
     /// Writes `rec` atomically and durably.
     pub fn save(&self, rec: &VolumeRecord) -> Result<(), StateError> {
+        failpoint!("state.save");
         let data = serde_json::to_vec_pretty(rec).map_err(|e| StateError::Encode {
             name: rec.name.to_string(),
             source: e,
@@ -172,6 +173,7 @@ impl RecordStore {
 
     /// Removes the record of `name` durably.
     pub fn delete(&self, name: &VolumeName) -> Result<(), StateError> {
+        failpoint!("state.delete");
         fsutil::remove_durable(&self.path_of(name))?;
         Ok(())
     }

@@ -103,6 +103,7 @@ fn open_rw(p: &Path) -> std::io::Result<File> {
 
 /// Attaches `image` to a free loop device.
 pub fn attach(image: &Path) -> SysResult<Attached> {
+    failpoint!("loopdev.attach");
     let backing = open_rw(image).map_err(|e| SysError::io("open image", image, e))?;
     let ctl = open_rw(Path::new("/dev/loop-control")).map_err(|e| SysError::Loop {
         what: "open /dev/loop-control".into(),
@@ -177,6 +178,7 @@ pub fn open(dev: &Path) -> SysResult<Attached> {
 
 /// Detaches `dev`; a device that is already free is fine.
 pub fn detach(dev: &Path) -> SysResult<()> {
+    failpoint!("loopdev.detach");
     match open_rw(dev) {
         Ok(f) => Attached {
             dev: f,
