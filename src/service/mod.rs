@@ -287,6 +287,11 @@ impl VolumeService {
                 rec.mounted = None;
                 self.store.save(&rec)?;
             }
+            if rec.mount_count() == 0 {
+                // An empty mount point left by a kill inside Mount or
+                // Unmount (remove_dir refuses non-empty or mounted ones).
+                let _ = std::fs::remove_dir(&target);
+            }
             ready.push(rec);
         }
         let table = MountTable::read()?;
