@@ -713,8 +713,40 @@ impl Conn {
         )
         .into_bytes();
         req.extend_from_slice(body);
-        self.send(&req)?;
-        self.read_answer()
+        match self.send(&req) {
+            Ok(()) => self.read_answer(),
+            // The server may answer (413, 404) and close before it has
+            // read the whole body: the answer is still there to read.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::BrokenPipe
+                    || e.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                let mut a = self.read_answer().map_err(|_| e)?;
+                a.close = true;
+                Ok(a)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads (and drops) whatever comes until the server closes the
+    /// connection: `true`; `false` when the read timeout passes first.
+    pub fn wait_closed(&mut self) -> bool {
+        use std::io::Read;
+        let mut b = [0u8; 4096];
+        loop {
+            match self.r.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
     }
 
     /// Reads one answer (status line, headers, Content-Length body).
