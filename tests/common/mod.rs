@@ -52,6 +52,12 @@ impl Daemon {
     }
 
     pub fn start_with_env(extra_toml: &str, env: Vec<(String, String)>) -> Daemon {
+        Self::start_full("", extra_toml, env)
+    }
+
+    /// Like [`Daemon::start_with_env`], with more `[daemon]` keys
+    /// (`daemon_extra`, one `key = value` per line).
+    pub fn start_full(daemon_extra: &str, extra_toml: &str, env: Vec<(String, String)>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
             .tempdir()
@@ -61,6 +67,7 @@ impl Daemon {
             "[daemon]\nplugins_dir = \"{p}/plugins\"\nstate_dir = \"{p}/state\"\nmount_dir = \"{p}/mnt\"\nlog_level = \"debug\"\n",
             p = dir.path().display()
         );
+        text.push_str(daemon_extra);
         text.push_str(extra_toml);
         if !extra_toml.contains("[services.") {
             text.push_str("\n[services.berth]\ndriver = \"loop\"\n");
