@@ -376,7 +376,8 @@ impl Chaos {
                 ));
             }
             let mp = vol["Mountpoint"].as_str().unwrap_or("").to_string();
-            if (want > 0) != !mp.is_empty() {
+            let mounted = !mp.is_empty();
+            if (want > 0) != mounted {
                 self.violation(format!(
                     "volume {name}: holds {want} but Mountpoint is {mp:?}"
                 ));

@@ -18,14 +18,16 @@ fn name_ok(n: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && b[0].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fuzz_target!(|data: &[u8]| {
     let (path, body) = match data.iter().position(|&b| b == b'\n') {
-        Some(i) => (String::from_utf8_lossy(&data[..i]).into_owned(), &data[i + 1..]),
+        Some(i) => (
+            String::from_utf8_lossy(&data[..i]).into_owned(),
+            &data[i + 1..],
+        ),
         None => ("/VolumeDriver.Create".to_string(), data),
     };
     match precheck(&path, body) {
@@ -53,7 +55,10 @@ fuzz_target!(|data: &[u8]| {
                 }
                 _ => return,
             };
-            assert!(name_ok(&name), "accepted name {name:?} breaks Docker's rule");
+            assert!(
+                name_ok(&name),
+                "accepted name {name:?} breaks Docker's rule"
+            );
             // A name that passed can never leave the mount directory.
             let joined = Path::new("/var/lib/berth/volumes").join(&name);
             assert_eq!(joined.parent(), Some(Path::new("/var/lib/berth/volumes")));
