@@ -31,6 +31,19 @@
 
 #![deny(missing_docs)]
 
+/// A named fault-injection point: with the `failpoints` feature and
+/// `FAILPOINTS="name=return(ENOSPC)"` in the environment, the enclosing
+/// function fails there with that errno (see docs/robustness.md). Without
+/// the feature it is nothing.
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |arg| Err(::core::convert::From::from(
+            $crate::sys::SysError::injected($name, arg)
+        )));
+    };
+}
+
 pub mod api;
 pub mod cli;
 pub mod client;

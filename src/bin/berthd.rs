@@ -51,6 +51,9 @@ fn describe(s: &Settings) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Fault injection for tests (FAILPOINTS=...); absent from normal builds.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let source = ConfigSource {
         path: args
             .config
@@ -73,6 +76,8 @@ fn main() -> ExitCode {
     berth::logging::init(&settings.daemon.log_level);
     // Take systemd's sockets before any thread exists.
     let passed = berth::systemd::passed_listeners();
+    #[cfg(feature = "failpoints")]
+    watch_failpoints();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berthd")
@@ -92,4 +97,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Tests switch failpoints at run time through the file named by
+/// `BERTH_FAILPOINTS_FILE` (lines `name=actions`, the `FAILPOINTS`
+/// syntax); each new content replaces the previous set and is
+/// acknowledged by writing it to `<file>.applied`.
+#[cfg(feature = "failpoints")]
+fn watch_failpoints() {
+    let Some(path) = std::env::var_os("BERTH_FAILPOINTS_FILE").map(PathBuf::from) else {
+        return;
+    };
+    let mut ack = path.clone().into_os_string();
+    ack.push(".applied");
+    std::thread::spawn(move || {
+        let mut last = String::new();
+        let mut active: Vec<String> = Vec::new();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if text != last {
+                    for name in active.drain(..) {
+                        fail::remove(name);
+                    }
+                    for line in text.lines().map(str::trim) {
+                        if line.is_empty() || line.starts_with('#') {
+                            continue;
+                        }
+                        let Some((name, actions)) = line.split_once('=') else {
+                            eprintln!("berthd: failpoint line {line:?} has no '='");
+                            continue;
+                        };
+                        match fail::cfg(name.trim(), actions.trim()) {
+                            Ok(()) => active.push(name.trim().to_string()),
+                            Err(e) => eprintln!("berthd: failpoint {line:?}: {e}"),
+                        }
+                    }
+                    let _ = std::fs::write(&ack, &text);
+                    last = text;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
 }

@@ -253,6 +253,7 @@ impl LoopDriver {
     }
 
     fn mkfs(&self, fs: FsType, image: &Path) -> Result<(), SysError> {
+        failpoint!("loop.mkfs");
         let img = image.to_string_lossy();
         match fs {
             // nodiscard: the image is sparse already; lazy init keeps
@@ -496,8 +497,10 @@ impl Driver for LoopDriver {
         }
         fsutil::ensure_dir(target, 0o755)
             .map_err(|e| DriverError::sys(&rec.name, "create mount point", e))?;
-        let attached = loopdev::attach(&image)
-            .map_err(|e| DriverError::sys(&rec.name, "attach loop device", e))?;
+        let attached = loopdev::attach(&image).map_err(|e| {
+            let _ = std::fs::remove_dir(target);
+            DriverError::sys(&rec.name, "attach loop device", e)
+        })?;
         let data = match rec.fs_type {
             FsType::Xfs => "nouuid",
             _ => "",

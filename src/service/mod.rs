@@ -352,6 +352,11 @@ impl VolumeService {
                 rec.mounted = None;
                 self.store.save(&rec)?;
             }
+            if rec.mount_count() == 0 {
+                // An empty mount point left by a kill inside Mount or
+                // Unmount (remove_dir refuses non-empty or mounted ones).
+                let _ = std::fs::remove_dir(&target);
+            }
             ready.push(rec);
         }
         let snaps = self.reconcile_snapshots(&mut repairs)?;
@@ -931,10 +936,21 @@ impl VolumeService {
             let driver = self.driver.clone();
             let store = self.store.clone();
             let n = name.clone();
+            let before = self.get_record(&name);
             let rec2 = blocking(&name, move || {
-                driver.unmount(&rec, &target)?;
+                // Record first: a failed write leaves the volume mounted
+                // and counted; a crash right after it is repaired at
+                // start-up (mounted with no user: unmounted).
                 rec.mounted = None;
                 store.save(&rec).map_err(state_err(&n))?;
+                if let Err(e) = driver.unmount(&rec, &target) {
+                    if let Some(b) = before {
+                        if let Err(se) = store.save(&b) {
+                            warn!(volume = %n, "could not restore the record of a failed unmount: {se}");
+                        }
+                    }
+                    return Err(e.into());
+                }
                 Ok(rec)
             })
             .await?;

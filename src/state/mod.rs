@@ -258,6 +258,7 @@ impl<T: StoredRecord> Store<T> {
 
     /// Writes `rec` atomically and durably.
     pub fn save(&self, rec: &T) -> Result<(), StateError> {
+        failpoint!("state.save");
         let data = serde_json::to_vec_pretty(rec).map_err(|e| StateError::Encode {
             kind: T::KIND,
             name: rec.key().to_string(),
@@ -269,6 +270,7 @@ impl<T: StoredRecord> Store<T> {
 
     /// Removes the record of `name` durably.
     pub fn delete(&self, name: &VolumeName) -> Result<(), StateError> {
+        failpoint!("state.delete");
         fsutil::remove_durable(&self.path_of(name))?;
         Ok(())
     }

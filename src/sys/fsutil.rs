@@ -12,6 +12,7 @@ use super::{cmd, SysError, SysResult};
 /// old or the new content, never a mix: temp file, fsync, rename, fsync of
 /// the directory.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> SysResult<()> {
+    failpoint!("fsutil.atomic_write");
     let dir = parent(path)?;
     let file_name = path
         .file_name()
@@ -30,6 +31,7 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> SysResult<()> {
             .map_err(|e| SysError::io("create", &tmp, e))?;
         f.write_all(data)
             .map_err(|e| SysError::io("write", &tmp, e))?;
+        failpoint!("fsutil.fsync");
         f.sync_all().map_err(|e| SysError::io("fsync", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| SysError::io("rename", &tmp, e))?;
         fsync_dir(dir)
@@ -42,6 +44,7 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> SysResult<()> {
 
 /// Removes `path` (absent is fine) and makes the removal durable.
 pub fn remove_durable(path: &Path) -> SysResult<()> {
+    failpoint!("fsutil.remove");
     match fs::remove_file(path) {
         Ok(()) => fsync_dir(parent(path)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -52,6 +55,7 @@ pub fn remove_durable(path: &Path) -> SysResult<()> {
 /// fsyncs a directory so that entries created, renamed or removed in it
 /// survive a crash.
 pub fn fsync_dir(dir: &Path) -> SysResult<()> {
+    failpoint!("fsutil.fsync_dir");
     let d = File::open(dir).map_err(|e| SysError::io("open directory", dir, e))?;
     d.sync_all()
         .map_err(|e| SysError::io("fsync directory", dir, e))
@@ -93,6 +97,7 @@ pub fn ensure_dir(path: &Path, mode: u32) -> SysResult<()> {
 /// file has its content (mkfs syncs its writes), so a crash in between
 /// is cleaned up from the record.
 pub fn create_sparse(path: &Path, size: u64) -> SysResult<()> {
+    failpoint!("fsutil.create_sparse");
     let f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -186,6 +191,7 @@ pub fn probe_fs_type(dev: &Path, timeout: Duration) -> SysResult<Option<String>>
 /// directory is left as it is: its owner may have been changed on purpose
 /// by a container.
 pub fn ensure_owned_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> SysResult<bool> {
+    failpoint!("fsutil.data_dir");
     if dir.is_dir() {
         return Ok(false);
     }

@@ -74,5 +74,28 @@ impl SysError {
     }
 }
 
+#[cfg(feature = "failpoints")]
+impl SysError {
+    /// The error of an injected fault: `arg` is an errno name
+    /// (`ENOSPC`, `EIO`, …) or number; EIO when absent.
+    pub fn injected(point: &'static str, arg: Option<String>) -> Self {
+        let errno = match arg.as_deref().map(str::trim) {
+            Some("ENOSPC") => libc::ENOSPC,
+            Some("EBUSY") => libc::EBUSY,
+            Some("ENODEV") => libc::ENODEV,
+            Some("ENXIO") => libc::ENXIO,
+            Some("EROFS") => libc::EROFS,
+            Some("EACCES") => libc::EACCES,
+            Some(n) => n.parse().unwrap_or(libc::EIO),
+            None => libc::EIO,
+        };
+        SysError::Io {
+            op: "injected fault at",
+            path: point.into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+}
+
 /// Result alias for the OS boundary.
 pub type SysResult<T> = Result<T, SysError>;

@@ -10,6 +10,7 @@ use super::{SysError, SysResult};
 
 /// Mounts `source` (a block device) on `target`.
 pub fn mount(source: &Path, target: &Path, fs_type: &str, data: &str) -> SysResult<()> {
+    failpoint!("mounts.mount");
     let data = if data.is_empty() { None } else { Some(data) };
     nix::mount::mount(
         Some(source),
@@ -27,6 +28,7 @@ pub fn mount(source: &Path, target: &Path, fs_type: &str, data: &str) -> SysResu
 
 /// Unmounts `target`. Returns `false` when nothing was mounted there.
 pub fn unmount(target: &Path) -> SysResult<bool> {
+    failpoint!("mounts.unmount");
     match nix::mount::umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
         Ok(()) => Ok(true),
         Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(false),

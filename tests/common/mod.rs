@@ -52,6 +52,12 @@ impl Daemon {
     }
 
     pub fn start_with_env(extra_toml: &str, env: Vec<(String, String)>) -> Daemon {
+        Self::start_full("", extra_toml, env)
+    }
+
+    /// Like [`Daemon::start_with_env`], with more `[daemon]` keys
+    /// (`daemon_extra`, one `key = value` per line).
+    pub fn start_full(daemon_extra: &str, extra_toml: &str, env: Vec<(String, String)>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
             .tempdir()
@@ -61,6 +67,7 @@ impl Daemon {
             "[daemon]\nplugins_dir = \"{p}/plugins\"\nstate_dir = \"{p}/state\"\nmount_dir = \"{p}/mnt\"\nlog_level = \"debug\"\n",
             p = dir.path().display()
         );
+        text.push_str(daemon_extra);
         text.push_str(extra_toml);
         if !extra_toml.contains("[services.") {
             text.push_str("\n[services.berth]\ndriver = \"loop\"\n");
@@ -331,4 +338,466 @@ pub fn blkid_type(dev: &Path) -> String {
         .output()
         .expect("blkid");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+// ---------------------------------------------------------------------
+// Robustness helpers (chaos, faults, hostile, load, limits).
+// ---------------------------------------------------------------------
+
+/// The seed of a randomized test: `BERTH_TEST_SEED` or a fresh one,
+/// printed so a failure can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let s = std::env::var("BERTH_TEST_SEED")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("{test}: seed {s} (replay with BERTH_TEST_SEED={s})");
+    s
+}
+
+/// A number from the environment, or `default`.
+pub fn env_num(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// FNV-1a, 64 bits: a checksum for test data.
+pub fn fnv64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Nearest-rank percentile of `v` (sorted in place).
+pub fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+impl Daemon {
+    /// Starts the process again after a kill and returns how long it took
+    /// until the socket accepted a connection (reconciliation included).
+    pub fn respawn_timed(&mut self) -> Duration {
+        let start = Instant::now();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("berthd.log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn berthd"));
+        let sock = self.socket("berth");
+        let deadline = start + Duration::from_secs(60);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                return start.elapsed();
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "berthd exited early ({status}); log tail:\n{}",
+                        self.log_tail(60)
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berthd did not come back within 60 s; log tail:\n{}",
+                self.log_tail(60)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The last `n` lines of the daemon's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// What is on disk and in the kernel for `service`.
+    pub fn disk_state(&self, service: &str) -> DiskState {
+        DiskState::read(
+            &self.records_dir(service),
+            &self.image_dir(service),
+            &self.mount_dir(),
+            self.dir.path(),
+        )
+    }
+}
+
+/// A snapshot of everything a service owns or might leak: records, images,
+/// mounts under the mount directory, loop devices on files under the
+/// test's directory, and the mount directory's entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskState {
+    /// Record file name → raw content.
+    pub records: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Other files in the records directory (temp files, …).
+    pub record_junk: Vec<String>,
+    /// Image file name → length.
+    pub images: std::collections::BTreeMap<String, u64>,
+    /// (target, source) of every mount under the mount directory.
+    pub mounts: Vec<(PathBuf, String)>,
+    /// (device, backing file) of loop devices on our files.
+    pub loops: Vec<(PathBuf, PathBuf)>,
+    /// Entries of the mount directory.
+    pub mount_dir_entries: Vec<String>,
+    mount_dir: PathBuf,
+    image_dir: PathBuf,
+}
+
+impl DiskState {
+    pub fn read(records_dir: &Path, image_dir: &Path, mount_dir: &Path, root: &Path) -> DiskState {
+        let mut records = std::collections::BTreeMap::new();
+        let mut record_junk = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(records_dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.ends_with(".json") && !n.starts_with('.') {
+                    records.insert(n, std::fs::read(e.path()).unwrap_or_default());
+                } else if n == "snapshots" && e.path().is_dir() {
+                    // The service's snapshot records live here.
+                    continue;
+                } else {
+                    record_junk.push(n);
+                }
+            }
+        }
+        let mut images = std::collections::BTreeMap::new();
+        if let Ok(rd) = std::fs::read_dir(image_dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                images.insert(n, len);
+            }
+        }
+        let table = berth::sys::mounts::MountTable::read().expect("mountinfo");
+        let mut mounts: Vec<(PathBuf, String)> = table
+            .under(mount_dir)
+            .map(|m| (m.target.clone(), m.source.clone()))
+            .collect();
+        mounts.sort();
+        let loops = berth::sys::loopdev::list_attached()
+            .into_iter()
+            .filter(|(_, b)| b.starts_with(root))
+            .collect();
+        let mut mount_dir_entries: Vec<String> = std::fs::read_dir(mount_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        mount_dir_entries.sort();
+        DiskState {
+            records,
+            record_junk,
+            images,
+            mounts,
+            loops,
+            mount_dir_entries,
+            mount_dir: mount_dir.to_path_buf(),
+            image_dir: image_dir.to_path_buf(),
+        }
+    }
+
+    /// Parsed records by volume name.
+    pub fn parsed(&self) -> std::collections::BTreeMap<String, Value> {
+        self.records
+            .iter()
+            .filter_map(|(f, b)| {
+                let name = f.strip_suffix(".json")?.to_string();
+                let v: Value = serde_json::from_slice(b).ok()?;
+                Some((name, v))
+            })
+            .collect()
+    }
+
+    /// Volume names with a ready record.
+    pub fn ready_names(&self) -> std::collections::BTreeSet<String> {
+        self.parsed()
+            .into_iter()
+            .filter(|(_, v)| v["phase"] == "ready")
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Every way the state and the system disagree: records that are not
+    /// `ready`, temp files, images without records and records without
+    /// images, mounts and loop devices no record owns, records whose mount
+    /// count and kernel mount disagree, stacked mounts, stray mount points.
+    pub fn violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for j in &self.record_junk {
+            out.push(format!("records dir holds a non-record file {j}"));
+        }
+        let parsed = self.parsed();
+        for f in self.records.keys() {
+            let stem = f.strip_suffix(".json").unwrap_or(f);
+            if !parsed.contains_key(stem) {
+                out.push(format!("record {f} is not valid JSON"));
+            }
+        }
+        for (name, rec) in &parsed {
+            if rec["phase"] != "ready" {
+                out.push(format!("record {name} is in phase {}", rec["phase"]));
+            }
+            if !self.images.contains_key(&format!("{name}.img")) {
+                out.push(format!("record {name} has no image"));
+            }
+            let count: u64 = rec["mounts"]
+                .as_object()
+                .map(|m| m.values().filter_map(Value::as_u64).sum())
+                .unwrap_or(0);
+            let target = self.mount_dir.join(name);
+            let kernel: Vec<&(PathBuf, String)> =
+                self.mounts.iter().filter(|(t, _)| *t == target).collect();
+            if count > 0 {
+                if kernel.is_empty() {
+                    out.push(format!(
+                        "record {name} holds {count} mount(s) but nothing is mounted at {}",
+                        target.display()
+                    ));
+                }
+                if rec["mounted"].is_null() {
+                    out.push(format!("record {name} holds mounts but says not mounted"));
+                }
+            } else {
+                if !kernel.is_empty() {
+                    out.push(format!(
+                        "record {name} holds no mount but {} is mounted",
+                        target.display()
+                    ));
+                }
+                if !rec["mounted"].is_null() {
+                    out.push(format!("record {name} holds no mount but says mounted"));
+                }
+            }
+            if kernel.len() > 1 {
+                out.push(format!(
+                    "{} is mounted {} times (stacked mounts)",
+                    target.display(),
+                    kernel.len()
+                ));
+            }
+            if let Some((_, source)) = kernel.first() {
+                let image = self.image_dir.join(format!("{name}.img"));
+                let backed = self
+                    .loops
+                    .iter()
+                    .any(|(d, b)| d.to_string_lossy() == source.as_str() && *b == image);
+                if !backed {
+                    out.push(format!(
+                        "{} is mounted from {source}, which is not a loop device on {}",
+                        target.display(),
+                        image.display()
+                    ));
+                }
+                if rec["mounted"]["device"].as_str() != Some(source.as_str()) {
+                    out.push(format!(
+                        "record {name} says device {} but the kernel mounted {source}",
+                        rec["mounted"]["device"]
+                    ));
+                }
+            }
+        }
+        let ready = self.ready_names();
+        for img in self.images.keys() {
+            let stem = img.strip_suffix(".img").unwrap_or(img);
+            if !img.ends_with(".img") || !parsed.contains_key(stem) {
+                out.push(format!("image file {img} belongs to no record"));
+            }
+        }
+        for (target, source) in &self.mounts {
+            let name = target
+                .strip_prefix(&self.mount_dir)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !ready.contains(&name) {
+                out.push(format!(
+                    "mount {} (from {source}) belongs to no volume",
+                    target.display()
+                ));
+            }
+        }
+        for (dev, backing) in &self.loops {
+            let used = self
+                .mounts
+                .iter()
+                .any(|(_, s)| s.as_str() == dev.to_string_lossy());
+            if !used {
+                out.push(format!(
+                    "loop device {} on {} is attached but not mounted",
+                    dev.display(),
+                    backing.display()
+                ));
+            }
+        }
+        for e in &self.mount_dir_entries {
+            let t = self.mount_dir.join(e);
+            if !self.mounts.iter().any(|(m, _)| *m == t) {
+                out.push(format!(
+                    "stray entry {} in the mount directory",
+                    t.display()
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Reads the state until it has no violation or `wait` has passed (the
+/// kernel detaches autoclear loop devices a moment after the unmount).
+pub fn settled_violations(d: &Daemon, service: &str, wait: Duration) -> (DiskState, Vec<String>) {
+    let end = Instant::now() + wait;
+    loop {
+        let st = d.disk_state(service);
+        let v = st.violations();
+        if v.is_empty() || Instant::now() >= end {
+            return (st, v);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A raw keep-alive HTTP/1.1 connection to a plugin socket, for floods
+/// and hostile input. Every read is bounded by a timeout.
+pub struct Conn {
+    r: std::io::BufReader<std::os::unix::net::UnixStream>,
+    w: std::os::unix::net::UnixStream,
+}
+
+/// A raw answer.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub close: bool,
+    pub body: Vec<u8>,
+}
+
+impl Conn {
+    pub fn open(sock: &Path, timeout: Duration) -> std::io::Result<Conn> {
+        let s = std::os::unix::net::UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        Ok(Conn {
+            r: std::io::BufReader::new(s.try_clone()?),
+            w: s,
+        })
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.w.write_all(bytes)
+    }
+
+    /// POSTs `body` to `path` with a Content-Length.
+    pub fn post(&mut self, path: &str, body: &[u8]) -> std::io::Result<RawAnswer> {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: plugin.moby.localhost\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        match self.send(&req) {
+            Ok(()) => self.read_answer(),
+            // The server may answer (413, 404) and close before it has
+            // read the whole body: the answer is still there to read.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::BrokenPipe
+                    || e.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                let mut a = self.read_answer().map_err(|_| e)?;
+                a.close = true;
+                Ok(a)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads (and drops) whatever comes until the server closes the
+    /// connection: `true`; `false` when the read timeout passes first.
+    pub fn wait_closed(&mut self) -> bool {
+        use std::io::Read;
+        let mut b = [0u8; 4096];
+        loop {
+            match self.r.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Reads one answer (status line, headers, Content-Length body).
+    pub fn read_answer(&mut self) -> std::io::Result<RawAnswer> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        if self.r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut len = 0usize;
+        let mut content_type = None;
+        let mut close = false;
+        loop {
+            line.clear();
+            if self.r.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            let l = line.to_ascii_lowercase();
+            if let Some(v) = l.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            } else if let Some(v) = l.strip_prefix("content-type:") {
+                content_type = Some(v.trim().to_string());
+            } else if l.starts_with("connection:") && l.contains("close") {
+                close = true;
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.r.read_exact(&mut body)?;
+        Ok(RawAnswer {
+            status,
+            content_type,
+            close,
+            body,
+        })
+    }
 }
