@@ -83,8 +83,8 @@ impl Daemon {
         d
     }
 
-    /// Starts (again) the daemon process and waits until it answers.
-    pub fn spawn(&mut self) {
+    /// Starts the daemon process (its log appends to berthd.log).
+    fn start_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -103,6 +103,11 @@ impl Daemon {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn berthd"));
+    }
+
+    /// Starts (again) the daemon process and waits until it answers.
+    pub fn spawn(&mut self) {
+        self.start_process();
         self.wait_ready("berth");
     }
 
@@ -388,24 +393,7 @@ impl Daemon {
     /// until the socket accepted a connection (reconciliation included).
     pub fn respawn_timed(&mut self) -> Duration {
         let start = Instant::now();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("berthd.log"))
-            .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
-        cmd.arg("--config")
-            .arg(&self.config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in &self.extra_env {
-            cmd.env(k, v);
-        }
-        self.child = Some(cmd.spawn().expect("spawn berthd"));
+        self.start_process();
         let sock = self.socket("berth");
         let deadline = start + Duration::from_secs(60);
         loop {
