@@ -79,15 +79,20 @@ fn thaw_fd(dir: &File, path: &Path) -> SysResult<()> {
     }
 }
 
+/// The mount point's directory, opened for the freeze/thaw ioctls.
+fn open_mount_point(mount_point: &Path) -> SysResult<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(mount_point)
+        .map_err(|e| SysError::io("open mount point", mount_point, e))
+}
+
 /// Freezes the filesystem mounted at `mount_point` (`FIFREEZE`): dirty
 /// data and metadata are written out and new writes block until the
 /// returned guard is dropped or thawed.
 pub fn freeze(mount_point: &Path) -> SysResult<Frozen> {
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(mount_point)
-        .map_err(|e| SysError::io("open mount point", mount_point, e))?;
+    let dir = open_mount_point(mount_point)?;
     let mut arg: libc::c_int = 0;
     // SAFETY: `dir` is an open descriptor for the whole call; FIFREEZE
     // ignores its argument, which points to a live local int.
@@ -104,11 +109,7 @@ pub fn freeze(mount_point: &Path) -> SysResult<Frozen> {
 /// freeze outlives the process that made it). `Ok(false)`: it was not
 /// frozen.
 pub fn thaw_if_frozen(mount_point: &Path) -> SysResult<bool> {
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(mount_point)
-        .map_err(|e| SysError::io("open mount point", mount_point, e))?;
+    let dir = open_mount_point(mount_point)?;
     match thaw_fd(&dir, mount_point) {
         Ok(()) => Ok(true),
         Err(e) if e.errno() == Some(libc::EINVAL) => Ok(false),
