@@ -61,6 +61,14 @@ fn make_driver(settings: &Settings, name: &str) -> Arc<dyn Driver> {
             image_dir.clone(),
             settings.daemon.command_timeout,
         )),
+        #[cfg(feature = "ceph")]
+        DriverSettings::Cephfs { .. } | DriverSettings::Rbd { .. } => {
+            crate::driver::ceph::make(settings, name)
+        }
+        #[cfg(not(feature = "ceph"))]
+        DriverSettings::Cephfs { .. } | DriverSettings::Rbd { .. } => {
+            unreachable!("config refuses Ceph drivers in builds without the ceph feature")
+        }
     }
 }
 
@@ -86,6 +94,9 @@ fn status_line(reg: &Registry) -> String {
                 count(st.snapshots, "snapshot")
             );
             // Long copies (snapshot, clone) show their progress here.
+            if let Some(p) = &st.problem {
+                line.push_str(&format!(" (unavailable: {p})"));
+            }
             for b in &st.busy {
                 line.push_str(&format!(" [{b}]"));
             }

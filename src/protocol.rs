@@ -162,6 +162,9 @@ pub struct ServiceInfo {
     /// Sum of mount counts.
     #[serde(rename = "MountUsers")]
     pub mount_users: u64,
+    /// Why the backend cannot serve now (absent when it can).
+    #[serde(rename = "Problem", default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// `/Berth.List` answer: every volume with its Status.

@@ -224,6 +224,16 @@ fn mountpoint(p: Option<std::path::PathBuf>) -> MountpointResponse {
     }
 }
 
+/// Asks a shared catalog for a volume this host has not seen yet (made
+/// on another host), so Get and Path find it.
+async fn lookup(svc: &VolumeService, name: &str) -> crate::service::ServiceResult<()> {
+    if svc.needs_lookup(name) {
+        svc.lookup(name).await
+    } else {
+        Ok(())
+    }
+}
+
 async fn dispatch(
     route: Route,
     path: &str,
@@ -261,42 +271,58 @@ async fn dispatch(
         }
         Route::Path => {
             let r = decode_or_answer!(NameRequest, path, body);
+            if let Err(e) = lookup(svc, &r.name).await {
+                return response::service_error(&e);
+            }
             answer(svc.path(&r.name), mountpoint)
         }
         Route::Get => {
             let r = decode_or_answer!(NameRequest, path, body);
+            if let Err(e) = lookup(svc, &r.name).await {
+                return response::service_error(&e);
+            }
             answer(svc.get(&r.name), |v| GetResponse {
                 volume: Some(volume_of(&v, svc.name())),
                 err: String::new(),
             })
         }
-        Route::List => response::ok_bytes(svc.list_body(|it| {
-            let volumes: Vec<Volume> = it
-                .map(|(name, mp, created)| Volume {
-                    name: name.to_string(),
-                    mountpoint: mp
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    created_at: Some(created.to_string()),
-                    status: None,
-                })
-                .collect();
-            Bytes::from(
-                serde_json::to_vec(&ListResponse {
-                    volumes,
-                    err: String::new(),
-                })
-                .unwrap_or_default(),
-            )
-        })),
-        Route::DetailedList => response::ok(&DetailedListResponse {
-            volumes: svc
-                .list_views()
-                .iter()
-                .map(|v| volume_of(v, svc.name()))
-                .collect(),
-            err: String::new(),
-        }),
+        Route::List => {
+            if let Err(e) = svc.refresh().await {
+                return response::service_error(&e);
+            }
+            response::ok_bytes(svc.list_body(|it| {
+                let volumes: Vec<Volume> = it
+                    .map(|(name, mp, created)| Volume {
+                        name: name.to_string(),
+                        mountpoint: mp
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        created_at: Some(created.to_string()),
+                        status: None,
+                    })
+                    .collect();
+                Bytes::from(
+                    serde_json::to_vec(&ListResponse {
+                        volumes,
+                        err: String::new(),
+                    })
+                    .unwrap_or_default(),
+                )
+            }))
+        }
+        Route::DetailedList => {
+            if let Err(e) = svc.refresh().await {
+                return response::service_error(&e);
+            }
+            response::ok(&DetailedListResponse {
+                volumes: svc
+                    .list_views()
+                    .iter()
+                    .map(|v| volume_of(v, svc.name()))
+                    .collect(),
+                err: String::new(),
+            })
+        }
         Route::SnapshotCreate => {
             let r = decode_or_answer!(SnapshotCreateRequest, path, body);
             answer(svc.snapshot_create(&r.volume, &r.name).await, |v| {
@@ -370,6 +396,7 @@ async fn dispatch(
                         volumes: st.volumes,
                         mounted: st.mounted,
                         mount_users: st.mount_users,
+                        problem: st.problem,
                     }
                 })
                 .collect();

@@ -353,6 +353,11 @@ async fn execute(c: &PluginClient, cli: &Cli) -> Result<String, String> {
                 ],
                 &rows,
             ));
+            for s in &st.services {
+                if let Some(p) = &s.problem {
+                    out.push_str(&format!("\n{}: unavailable: {p}\n", s.name));
+                }
+            }
             Ok(out)
         }
         Command::Snapshot(cmd) => snapshot_command(c, cli, cmd, show_progress).await,

@@ -85,6 +85,37 @@ pub enum DriverSettings {
         /// Directory of the image files.
         image_dir: PathBuf,
     },
+    /// CephFS subvolumes (shared by every host at once).
+    Cephfs {
+        /// The cluster.
+        ceph: CephSettings,
+        /// CephFS filesystem name.
+        filesystem: String,
+        /// Subvolume group holding the service's volumes.
+        group: String,
+    },
+    /// RBD images (one writer at a time, moved between hosts).
+    Rbd {
+        /// The cluster.
+        ceph: CephSettings,
+        /// RADOS pool of the images.
+        pool: String,
+    },
+}
+
+/// How a Ceph-backed service reaches its cluster (`[services.NAME.ceph]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CephSettings {
+    /// ceph.conf.
+    pub conf: PathBuf,
+    /// Keyring (`None`: whatever ceph.conf says).
+    pub keyring: Option<PathBuf>,
+    /// Client ID (`admin` for `client.admin`).
+    pub client: String,
+    /// This host's name in locks and errors (default: the hostname).
+    pub host: String,
+    /// Longest wait for the cluster in one step.
+    pub timeout: Duration,
 }
 
 impl DriverSettings {
@@ -92,6 +123,8 @@ impl DriverSettings {
     pub fn kind(&self) -> &'static str {
         match self {
             DriverSettings::Loop { .. } => "loop",
+            DriverSettings::Cephfs { .. } => "cephfs",
+            DriverSettings::Rbd { .. } => "rbd",
         }
     }
 }
@@ -223,12 +256,64 @@ impl Settings {
                         None => daemon.state_dir.join("images").join(name),
                     },
                 },
+                "cephfs" | "rbd" => {
+                    if !cfg!(feature = "ceph") {
+                        return Err(err(format!(
+                            "{key}.driver: this berthd was built without Ceph support (cargo feature \"ceph\"); the {:?} driver is not available",
+                            rs.driver
+                        )));
+                    }
+                    let rc = rs.ceph.clone().unwrap_or_default();
+                    let ceph = resolve_ceph(&rc, &format!("{key}.ceph")).map_err(err)?;
+                    if rs.image_dir.is_some() || rs.pools.is_some() {
+                        return Err(err(format!(
+                            "{key}: image_dir and pools belong to the loop driver; a {} service stores its volumes in Ceph",
+                            rs.driver
+                        )));
+                    }
+                    if rs.driver == "cephfs" {
+                        if rc.pool.is_some() {
+                            return Err(err(format!("{key}.ceph.pool: the cephfs driver uses `filesystem` and `group`, not `pool`")));
+                        }
+                        DriverSettings::Cephfs {
+                            ceph,
+                            filesystem: plain(
+                                rc.filesystem.as_deref(),
+                                "cephfs",
+                                &format!("{key}.ceph.filesystem"),
+                            )
+                            .map_err(err)?,
+                            group: plain(
+                                rc.group.as_deref(),
+                                "berth",
+                                &format!("{key}.ceph.group"),
+                            )
+                            .map_err(err)?,
+                        }
+                    } else {
+                        if rc.filesystem.is_some() || rc.group.is_some() {
+                            return Err(err(format!(
+                                "{key}.ceph: the rbd driver uses `pool`, not `filesystem`/`group`"
+                            )));
+                        }
+                        DriverSettings::Rbd {
+                            ceph,
+                            pool: plain(rc.pool.as_deref(), "rbd", &format!("{key}.ceph.pool"))
+                                .map_err(err)?,
+                        }
+                    }
+                }
                 other => {
                     return Err(err(format!(
-                        "{key}.driver: unknown driver {other:?} (available: loop)"
+                        "{key}.driver: unknown driver {other:?} (available: loop, cephfs, rbd)"
                     )))
                 }
             };
+            if rs.ceph.is_some() && matches!(driver, DriverSettings::Loop { .. }) {
+                return Err(err(format!(
+                    "{key}.ceph: only cephfs and rbd services have a [ceph] table"
+                )));
+            }
             let mut pools = BTreeMap::new();
             for (pool, rp) in rs.pools.iter().flatten() {
                 let pkey = format!("{key}.pools.{pool}");
@@ -261,6 +346,8 @@ impl Settings {
                 )));
             }
             let scope = match rs.scope.as_deref() {
+                // Ceph volumes are reachable from every host.
+                None if !matches!(driver, DriverSettings::Loop { .. }) => Scope::Global,
                 None | Some("local") => Scope::Local,
                 Some("global") => Scope::Global,
                 Some(o) => {
@@ -284,7 +371,9 @@ impl Settings {
         // nor nest one in another: each reconciles (and cleans) its own.
         let mut seen: Vec<(PathBuf, String)> = Vec::new();
         for s in services.values() {
-            let DriverSettings::Loop { image_dir } = &s.driver;
+            let DriverSettings::Loop { image_dir } = &s.driver else {
+                continue;
+            };
             let dirs =
                 std::iter::once((image_dir.clone(), format!("services.{}.image_dir", s.name)))
                     .chain(s.pools.iter().map(|(p, d)| {
@@ -323,6 +412,59 @@ impl Settings {
     /// Directory of the state records of `service`.
     pub fn records_dir(&self, service: &str) -> PathBuf {
         self.daemon.state_dir.join("records").join(service)
+    }
+}
+
+/// `[services.NAME.ceph]` resolved.
+fn resolve_ceph(rc: &raw::RawCeph, key: &str) -> Result<CephSettings, String> {
+    let conf = match &rc.conf {
+        Some(p) => absolute(p, &format!("{key}.conf"))?,
+        None => PathBuf::from("/etc/ceph/ceph.conf"),
+    };
+    let keyring = rc
+        .keyring
+        .as_ref()
+        .map(|p| absolute(p, &format!("{key}.keyring")))
+        .transpose()?;
+    let client = plain(rc.client.as_deref(), "admin", &format!("{key}.client"))?;
+    let client = client
+        .strip_prefix("client.")
+        .map(str::to_string)
+        .unwrap_or(client);
+    let host = match rc.host.as_deref() {
+        Some(h) => plain(Some(h), "", &format!("{key}.host"))?,
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| is_plain_name(h))
+            .unwrap_or_else(|| "localhost".into()),
+    };
+    let timeout = match rc.timeout.as_deref() {
+        None => Duration::from_secs(30),
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| format!("{key}.timeout: {t:?} is not a duration ({e})"))?,
+    };
+    if timeout < Duration::from_secs(1) {
+        return Err(format!("{key}.timeout: at least 1s"));
+    }
+    Ok(CephSettings {
+        conf,
+        keyring,
+        client,
+        host,
+        timeout,
+    })
+}
+
+/// A plain name setting (`is_plain_name`), `default` when absent.
+fn plain(v: Option<&str>, default: &str, key: &str) -> Result<String, String> {
+    let v = v.unwrap_or(default);
+    if is_plain_name(v) {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "{key}: {v:?} is invalid (1-64 of [a-zA-Z0-9_.-], starting with a letter or digit)"
+        ))
     }
 }
 

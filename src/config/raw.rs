@@ -41,6 +41,21 @@ pub struct RawService {
     pub image_dir: Option<PathBuf>,
     pub pools: Option<BTreeMap<String, RawPool>>,
     pub volume: Option<RawVolume>,
+    pub ceph: Option<RawCeph>,
+}
+
+/// `[services.NAME.ceph]`: the cluster of a `cephfs` or `rbd` service.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCeph {
+    pub conf: Option<PathBuf>,
+    pub keyring: Option<PathBuf>,
+    pub client: Option<String>,
+    pub host: Option<String>,
+    pub pool: Option<String>,
+    pub filesystem: Option<String>,
+    pub group: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// `[services.NAME.pools.POOL]`: a storage pool (`volumeType`).
@@ -58,6 +73,7 @@ impl RawService {
             image_dir: None,
             pools: None,
             volume: None,
+            ceph: None,
         }
     }
 }

@@ -29,11 +29,27 @@ pub struct FakeState {
     pub calls: Vec<String>,
 }
 
+/// A catalog shared by several fakes: "hosts" of one cluster.
+pub type SharedCatalog = std::sync::Arc<Mutex<BTreeMap<String, VolumeRecord>>>;
+
 /// The fake driver.
 #[derive(Debug, Default)]
 pub struct FakeDriver {
     /// Its state.
     pub state: Mutex<FakeState>,
+    /// With a shared catalog the fake behaves like a Ceph driver: every
+    /// fake holding the same catalog sees the same volumes.
+    pub shared: Option<SharedCatalog>,
+}
+
+impl FakeDriver {
+    /// A fake on a catalog shared with other fakes.
+    pub fn on(catalog: &SharedCatalog) -> Self {
+        FakeDriver {
+            state: Mutex::default(),
+            shared: Some(catalog.clone()),
+        }
+    }
 }
 
 impl FakeDriver {
@@ -99,12 +115,60 @@ impl Driver for FakeDriver {
             None => {}
         }
         s.created.insert(rec.name.to_string());
+        if let Some(c) = &self.shared {
+            let mut c = c.lock().expect("catalog");
+            if c.contains_key(rec.name.as_str()) {
+                return Err(DriverError::Conflict {
+                    volume: rec.name.to_string(),
+                    reason: "already exists in the shared catalog".into(),
+                });
+            }
+            let mut shown = rec.clone();
+            shown.phase = crate::state::Phase::Ready;
+            c.insert(rec.name.to_string(), shown);
+        }
         Ok(())
     }
     fn remove(&self, rec: &VolumeRecord) -> DriverResult<()> {
         let mut s = self.step("remove", rec.name.as_str())?;
         s.created.remove(rec.name.as_str());
+        if let Some(c) = &self.shared {
+            c.lock().expect("catalog").remove(rec.name.as_str());
+        }
         Ok(())
+    }
+    fn shared_catalog(&self) -> bool {
+        self.shared.is_some()
+    }
+    fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
+        self.step("catalog_list", "*")?;
+        Ok(self
+            .shared
+            .as_ref()
+            .map(|c| c.lock().expect("catalog").values().cloned().collect())
+            .unwrap_or_default())
+    }
+    fn catalog_get(&self, name: &crate::volume::VolumeName) -> DriverResult<Option<VolumeRecord>> {
+        self.step("catalog_get", name.as_str())?;
+        Ok(self
+            .shared
+            .as_ref()
+            .and_then(|c| c.lock().expect("catalog").get(name.as_str()).cloned()))
+    }
+    fn mount_with(
+        &self,
+        rec: &VolumeRecord,
+        target: &Path,
+        how: &super::MountHow,
+    ) -> DriverResult<MountRecord> {
+        if how.preempt {
+            self.state
+                .lock()
+                .expect("fake state")
+                .calls
+                .push(format!("preempt {}", rec.name));
+        }
+        self.mount(rec, target)
     }
     fn mount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<MountRecord> {
         let mut s = self.step("mount", rec.name.as_str())?;

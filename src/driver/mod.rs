@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::state::{MountRecord, SnapshotRecord, VolumeRecord};
 use crate::sys::{fsutil, mounts::MountTable, SysError};
+use crate::volume::VolumeName;
 
 /// Errors raised by drivers. Messages name the volume and the step.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +102,8 @@ pub enum CreateSource<'a> {
 pub struct CreateHow<'a> {
     /// Reformat even if a filesystem is already there.
     pub overwrite_fs: bool,
+    /// The filesystem was asked for (`fsType`), not a default.
+    pub fs_given: bool,
     /// Content to start from (a clone); `None`: a new filesystem.
     pub source: Option<CreateSource<'a>>,
     /// Where a long copy reports how far it got.
@@ -129,6 +132,14 @@ impl Progress {
             self.total.load(Ordering::Relaxed),
         )
     }
+}
+
+/// How to mount, beyond what the record says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MountHow {
+    /// `volume.mount.preempt`: take over a volume another host holds
+    /// (and fence that host) instead of refusing.
+    pub preempt: bool,
 }
 
 /// Space figures for inspect.
@@ -189,6 +200,55 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Attaches and mounts the volume's filesystem root on `target`.
     /// On error nothing stays attached or mounted.
     fn mount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<MountRecord>;
+
+    /// [`Driver::mount`] with mount options. Drivers of shared storage
+    /// (where another host may hold the volume) implement this one.
+    fn mount_with(
+        &self,
+        rec: &VolumeRecord,
+        target: &Path,
+        how: &MountHow,
+    ) -> DriverResult<MountRecord> {
+        let _ = how;
+        self.mount(rec, target)
+    }
+
+    /// Whether the volume catalog lives in shared storage (every host
+    /// sees the same volumes). The service then asks
+    /// [`Driver::catalog_list`]/[`Driver::catalog_get`] for volumes it
+    /// has no record of; its own records keep host-local mount state.
+    fn shared_catalog(&self) -> bool {
+        false
+    }
+
+    /// Every volume in the shared catalog, as records without host-local
+    /// state (no mounts).
+    fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
+        Ok(Vec::new())
+    }
+
+    /// One volume of the shared catalog; `None` when it does not exist.
+    fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Why the backend cannot serve right now (an unreachable cluster),
+    /// for `STATUS=` and `berth status`; `None` when it can.
+    fn health(&self) -> Option<String> {
+        None
+    }
+
+    /// Filesystem shown by inspect (`fsType`).
+    fn fs_label(&self, rec: &VolumeRecord) -> String {
+        rec.fs_type.as_str().to_string()
+    }
+
+    /// Extra inspect fields (how volumes are attached on this host, …).
+    fn inspect_fields(&self, rec: &VolumeRecord) -> BTreeMap<String, String> {
+        let _ = rec;
+        BTreeMap::new()
+    }
 
     /// Unmounts `target` and detaches. Not mounted is fine.
     fn unmount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<()>;

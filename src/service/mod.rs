@@ -123,6 +123,10 @@ pub struct VolumeView {
     pub mountpoint: Option<PathBuf>,
     /// Used/free bytes.
     pub usage: driver::Usage,
+    /// Filesystem as inspect shows it.
+    pub fs_label: String,
+    /// Driver-specific inspect fields.
+    pub extra: BTreeMap<String, String>,
 }
 
 /// Counts for `STATUS=` and `berth status`.
@@ -145,13 +149,37 @@ pub struct ServiceStatus {
     /// Long operations in flight, one line each ("snapshot s1 of v1:
     /// 45% of 500.0 MiB"), for `STATUS=`.
     pub busy: Vec<String>,
+    /// Why the backend cannot serve right now (an unreachable cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 struct Entry {
     rec: VolumeRecord,
     /// Allocated bytes of the backing store when last measured.
     allocated: u64,
+    /// When this host last changed or learnt of the entry: a shared
+    /// catalog listed before then may not show it yet.
+    since: Instant,
 }
+
+impl Entry {
+    fn new(rec: VolumeRecord, allocated: u64) -> Self {
+        Entry {
+            rec,
+            allocated,
+            since: Instant::now(),
+        }
+    }
+}
+
+/// How long a listing of a shared catalog is reused before List asks the
+/// backend again.
+const CATALOG_TTL: std::time::Duration = if cfg!(test) {
+    std::time::Duration::ZERO
+} else {
+    std::time::Duration::from_secs(1)
+};
 
 /// One named service.
 pub struct VolumeService {
@@ -172,6 +200,11 @@ pub struct VolumeService {
     damaged_snapshots: RwLock<BTreeMap<String, String>>,
     ops: Mutex<BTreeMap<u64, snapshot::OpEntry>>,
     next_op: AtomicU64,
+    /// The driver's catalog is shared between hosts.
+    shared: bool,
+    /// Serializes listings of the shared catalog; holds when the last
+    /// one finished.
+    synced: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for VolumeService {
@@ -183,7 +216,7 @@ impl std::fmt::Debug for VolumeService {
     }
 }
 
-async fn blocking<T, F>(volume: &VolumeName, f: F) -> ServiceResult<T>
+async fn blocking<T, F>(volume: &impl std::fmt::Display, f: F) -> ServiceResult<T>
 where
     F: FnOnce() -> ServiceResult<T> + Send + 'static,
     T: Send + 'static,
@@ -261,7 +294,11 @@ impl VolumeService {
             damaged_snapshots: RwLock::new(BTreeMap::new()),
             ops: Mutex::new(BTreeMap::new()),
             next_op: AtomicU64::new(1),
+            shared: false,
+            synced: tokio::sync::Mutex::new(None),
         };
+        let mut svc = svc;
+        svc.shared = svc.driver.shared_catalog();
         svc.reconcile()?;
         Ok(svc)
     }
@@ -383,7 +420,7 @@ impl VolumeService {
             } else {
                 self.driver.allocated(&rec)
             };
-            cat.insert(rec.name.clone(), Entry { rec, allocated });
+            cat.insert(rec.name.clone(), Entry::new(rec, allocated));
         }
         info!(service = %self.name, volumes = cat.len(), repairs,
             duration_ms = started.elapsed().as_millis() as u64, "state loaded and reconciled");
@@ -439,8 +476,113 @@ impl VolumeService {
     }
 
     fn put(&self, rec: VolumeRecord, allocated: u64) {
-        write(&self.catalog).insert(rec.name.clone(), Entry { rec, allocated });
+        write(&self.catalog).insert(rec.name.clone(), Entry::new(rec, allocated));
         self.invalidate();
+    }
+
+    /// The volume `name`: from memory, else (shared catalogs) from the
+    /// backend, remembering it. Callers hold the name's lock.
+    async fn known(&self, name: &VolumeName) -> ServiceResult<Option<VolumeRecord>> {
+        if let Some(r) = self.get_record(name) {
+            return Ok(Some(r));
+        }
+        if !self.shared {
+            return Ok(None);
+        }
+        let driver = self.driver.clone();
+        let n = name.clone();
+        let found = blocking(name, move || Ok(driver.catalog_get(&n)?)).await?;
+        if let Some(rec) = &found {
+            self.learn(rec.clone());
+        }
+        Ok(found)
+    }
+
+    /// Adds a volume of the shared catalog that this host had no record
+    /// of. Nothing is written: a record appears when this host mounts it.
+    fn learn(&self, mut rec: VolumeRecord) {
+        rec.mounts.clear();
+        rec.mounted = None;
+        rec.phase = Phase::Ready;
+        if let Err(owner) = self.ns.claim(rec.name.as_str(), &self.name) {
+            warn!(service = %self.name, volume = %rec.name,
+                "volume name is also used by service {owner}; Docker can reach only one of them");
+        }
+        let allocated = self.driver.allocated(&rec);
+        self.put(rec, allocated);
+    }
+
+    /// Whether Get/Path of `name` should ask the shared catalog (a
+    /// volume created on another host).
+    pub fn needs_lookup(&self, name: &str) -> bool {
+        self.shared
+            && VolumeName::parse(name)
+                .map(|n| self.get_record(&n).is_none())
+                .unwrap_or(false)
+    }
+
+    /// Asks the shared catalog for `name` (see [`Self::needs_lookup`]).
+    pub async fn lookup(&self, name: &str) -> ServiceResult<()> {
+        let name = VolumeName::parse(name)?;
+        let _g = self.ns.lock(name.as_str()).await;
+        self.known(&name).await.map(|_| ())
+    }
+
+    /// Brings the volume list up to date with a shared catalog: volumes
+    /// created on other hosts appear, volumes removed on other hosts (and
+    /// not mounted here) disappear. A listing is reused for
+    /// [`CATALOG_TTL`]. Nothing to do for host-local drivers.
+    pub async fn refresh(&self) -> ServiceResult<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let mut synced = self.synced.lock().await;
+        if synced.is_some_and(|t| t.elapsed() < CATALOG_TTL) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let driver = self.driver.clone();
+        let label = format!("(catalog of service {})", self.name);
+        let remote = blocking(&label, move || Ok(driver.catalog_list()?)).await?;
+        let names: std::collections::BTreeSet<VolumeName> =
+            remote.iter().map(|r| r.name.clone()).collect();
+        let new: Vec<VolumeRecord> = {
+            let cat = read(&self.catalog);
+            remote
+                .into_iter()
+                .filter(|r| !cat.contains_key(&r.name))
+                .collect()
+        };
+        for rec in new {
+            self.learn(rec);
+        }
+        let gone: Vec<VolumeName> = read(&self.catalog)
+            .iter()
+            .filter(|(n, e)| !names.contains(*n) && e.since < started)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            let _g = self.ns.lock(name.as_str()).await;
+            let drop_it = read(&self.catalog).get(&name).is_some_and(|e| {
+                e.since < started && e.rec.mount_count() == 0 && e.rec.phase == Phase::Ready
+            });
+            if !drop_it {
+                continue;
+            }
+            let store = self.store.clone();
+            let n = name.clone();
+            let deleted = blocking(&name, move || store.delete(&n).map_err(state_err(&n))).await;
+            if let Err(e) = deleted {
+                warn!(service = %self.name, volume = %name, "could not remove the record of a volume removed on another host: {e}");
+                continue;
+            }
+            write(&self.catalog).remove(&name);
+            self.ns.release(name.as_str(), &self.name);
+            self.invalidate();
+            info!(service = %self.name, volume = %name, "volume was removed on another host");
+        }
+        *synced = Some(Instant::now());
+        Ok(())
     }
 
     fn get_record(&self, name: &VolumeName) -> Option<VolumeRecord> {
@@ -459,6 +601,7 @@ impl VolumeService {
             mount_users: cat.values().map(|e| u64::from(e.rec.mount_count())).sum(),
             snapshots: read(&self.snapshots).len(),
             busy: self.operations().iter().map(OperationView::line).collect(),
+            problem: self.driver.health(),
         }
     }
 
@@ -562,7 +705,7 @@ impl VolumeService {
     }
 
     async fn create_locked(&self, name: &VolumeName, spec: CreateSpec) -> ServiceResult<()> {
-        if self.get_record(name).is_some() {
+        if self.known(name).await?.is_some() {
             return Ok(());
         }
         if let Some(reason) = read(&self.damaged).get(name.as_str()) {
@@ -589,6 +732,10 @@ impl VolumeService {
             volume: name.to_string(),
             source: OptionError(msg),
         };
+        if let Some(SourceRef::VolumeName(n)) = &spec.source {
+            // A source made on another host (shared catalogs).
+            self.known(n).await?;
+        }
         let source = match &spec.source {
             Some(src) => Some((src.clone(), self.resolve_source(name, src)?)),
             None => None,
@@ -690,6 +837,7 @@ impl VolumeService {
         let driver = self.driver.clone();
         let store = self.store.clone();
         let overwrite_fs = spec.overwrite_fs;
+        let fs_given = spec.fs_given;
         let n = name.clone();
         let op = source.as_ref().map(|(_, found)| {
             let from = match found {
@@ -714,6 +862,7 @@ impl VolumeService {
             }
             let how = CreateHow {
                 overwrite_fs,
+                fs_given,
                 source: source.as_ref().map(|(_, found)| match found {
                     Resolved::Volume(v) => CreateSource::Volume(v),
                     Resolved::Snapshot(s) => CreateSource::Snapshot(s),
@@ -785,7 +934,7 @@ impl VolumeService {
             return Ok(());
         }
         let _g = self.ns.lock(name.as_str()).await;
-        let Some(mut rec) = self.get_record(&name) else {
+        let Some(mut rec) = self.known(&name).await? else {
             info!(service = %self.name, volume = %name, operation = "remove", "volume already absent");
             return Ok(());
         };
@@ -846,7 +995,7 @@ impl VolumeService {
             .map_err(|r| ServiceError::BadInput(format!("volume {name}: {r}")))?;
         let policy = self.policy();
         let _g = self.ns.lock(name.as_str()).await;
-        if self.get_record(&name).is_none() {
+        if self.known(&name).await?.is_none() {
             if !policy.create_implicit {
                 return Err(ServiceError::NotFound(name.to_string()));
             }
@@ -872,8 +1021,11 @@ impl VolumeService {
         let n = name.clone();
         let root_path = policy.root_path.clone();
         let first = rec.mount_count() == 0;
+        let how = driver::MountHow {
+            preempt: policy.mount_preempt,
+        };
         let (rec, data) = blocking(&name, move || {
-            let fresh = driver.mount(&rec, &target)?;
+            let fresh = driver.mount_with(&rec, &target, &how)?;
             let newly_mounted = rec.mounted.is_none();
             let undo = |rec: &VolumeRecord| {
                 if newly_mounted {
@@ -997,6 +1149,8 @@ impl VolumeService {
             record: e.rec.clone(),
             mountpoint,
             usage,
+            fs_label: self.driver.fs_label(&e.rec),
+            extra: self.driver.inspect_fields(&e.rec),
         }
     }
 
@@ -1083,7 +1237,7 @@ pub fn status_map(view: &VolumeView, service: &str) -> serde_json::Map<String, s
     m.insert("fields".into(), Value::Null);
     // Berth's additions.
     m.insert("id".into(), json!(r.id));
-    m.insert("fsType".into(), json!(r.fs_type.as_str()));
+    m.insert("fsType".into(), json!(view.fs_label));
     m.insert("sizeBytes".into(), json!(r.size));
     m.insert("usedBytes".into(), json!(view.usage.used));
     m.insert("freeBytes".into(), json!(view.usage.free));
@@ -1100,6 +1254,9 @@ pub fn status_map(view: &VolumeView, service: &str) -> serde_json::Map<String, s
     }
     if let Some(method) = r.driver_data.get("copyMethod") {
         m.insert("copyMethod".into(), json!(method));
+    }
+    for (k, v) in &view.extra {
+        m.insert(k.clone(), json!(v));
     }
     m
 }

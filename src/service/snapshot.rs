@@ -271,7 +271,8 @@ impl VolumeService {
             });
         }
         let vol = self
-            .get_record(&vname)
+            .known(&vname)
+            .await?
             .ok_or_else(|| ServiceError::NotFound(vname.to_string()))?;
         let started = Instant::now();
         let rec = SnapshotRecord {
@@ -407,7 +408,8 @@ impl VolumeService {
         })?;
         let _g = self.ns.lock(name.as_str()).await;
         let rec = self
-            .get_record(&name)
+            .known(&name)
+            .await?
             .ok_or_else(|| ServiceError::NotFound(name.to_string()))?;
         if new_size < rec.size {
             return Err(ServiceError::Conflict {

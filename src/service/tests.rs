@@ -599,3 +599,149 @@ async fn crossed_clones_do_not_deadlock() {
         .expect("no deadlock");
     assert_eq!(h.svc.ns.lock_entries(), 0);
 }
+
+/// Two "hosts" (services with their own state) on one shared catalog.
+fn shared_pair(catalog: &crate::driver::fake::SharedCatalog) -> (Harness, Harness) {
+    let make = |catalog: &crate::driver::fake::SharedCatalog| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = ServiceSettings {
+            name: "ceph".into(),
+            driver: DriverSettings::Loop {
+                image_dir: dir.path().join("images"),
+            },
+            pools: BTreeMap::new(),
+            scope: Scope::Global,
+            policy: policy(),
+        };
+        let fake = Arc::new(FakeDriver::on(catalog));
+        let records = dir.path().join("records");
+        let svc = VolumeService::open(
+            &settings,
+            &records,
+            &dir.path().join("mnt"),
+            fake.clone(),
+            Arc::new(Namespace::default()),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .expect("open");
+        Harness {
+            _dir: dir,
+            svc: Arc::new(svc),
+            fake,
+            records,
+        }
+    };
+    (make(catalog), make(catalog))
+}
+
+#[tokio::test]
+async fn shared_catalog_shows_volumes_of_other_hosts() {
+    let catalog = crate::driver::fake::SharedCatalog::default();
+    let (a, b) = shared_pair(&catalog);
+    a.svc.create("v1", &no_opts()).await.expect("create on A");
+    // Get on B: not in memory, found in the catalog.
+    assert!(b.svc.needs_lookup("v1"));
+    b.svc.lookup("v1").await.expect("lookup");
+    assert_eq!(
+        b.svc.get("v1").expect("get on B").record.name.as_str(),
+        "v1"
+    );
+    assert!(!b.svc.needs_lookup("v1"));
+    // B learnt of it without writing a record: its record appears at mount.
+    assert!(record_files(&b).is_empty());
+    // List on B shows volumes created on A after B's start.
+    a.svc
+        .create("v2", &no_opts())
+        .await
+        .expect("create v2 on A");
+    b.svc.refresh().await.expect("refresh");
+    let names: Vec<String> = b
+        .svc
+        .list_views()
+        .iter()
+        .map(|v| v.record.name.to_string())
+        .collect();
+    assert_eq!(names, vec!["v1", "v2"]);
+    // Create on B of a name A made is success without a second create.
+    b.svc.create("v2", &no_opts()).await.expect("idempotent");
+    assert!(!b
+        .fake
+        .state
+        .lock()
+        .expect("state")
+        .calls
+        .iter()
+        .any(|c| c == "create v2"));
+    // Mount on B of a volume B never saw: looked up, then mounted.
+    a.svc
+        .create("v3", &no_opts())
+        .await
+        .expect("create v3 on A");
+    let p = b.svc.mount("v3", Some("m1")).await.expect("mount on B");
+    assert!(p.ends_with("v3/data"), "{}", p.display());
+    assert_eq!(record_files(&b), vec!["v3.json"]);
+}
+
+#[tokio::test]
+async fn volumes_removed_elsewhere_disappear_unless_mounted_here() {
+    let catalog = crate::driver::fake::SharedCatalog::default();
+    let (a, b) = shared_pair(&catalog);
+    for v in ["gone", "kept"] {
+        a.svc.create(v, &no_opts()).await.expect("create");
+    }
+    b.svc.refresh().await.expect("refresh");
+    b.svc.mount("kept", Some("m1")).await.expect("mount on B");
+    a.svc.remove("gone").await.expect("remove on A");
+    // Remove on A of a volume mounted on B: the fake allows it, as a
+    // shared filesystem would; B keeps serving its mount.
+    a.svc.remove("kept").await.expect("remove kept on A");
+    b.svc.refresh().await.expect("refresh");
+    assert!(
+        b.svc.get("gone").is_err(),
+        "removed elsewhere: gone here too"
+    );
+    assert!(b.svc.get("kept").is_ok(), "still mounted here: kept");
+    b.svc.unmount("kept", Some("m1")).await.expect("unmount");
+    b.svc.refresh().await.expect("refresh");
+    assert!(b.svc.get("kept").is_err(), "gone once unmounted");
+    assert!(record_files(&b).is_empty(), "{:?}", record_files(&b));
+}
+
+#[tokio::test]
+async fn preempt_policy_reaches_the_driver() {
+    let catalog = crate::driver::fake::SharedCatalog::default();
+    let (a, b) = shared_pair(&catalog);
+    a.svc.create("v", &no_opts()).await.expect("create");
+    let mut p = policy();
+    p.mount_preempt = true;
+    b.svc.set_policy(p);
+    b.svc.mount("v", None).await.expect("mount");
+    assert!(b
+        .fake
+        .state
+        .lock()
+        .expect("state")
+        .calls
+        .iter()
+        .any(|c| c == "preempt v"));
+    assert!(!a
+        .fake
+        .state
+        .lock()
+        .expect("state")
+        .calls
+        .iter()
+        .any(|c| c.starts_with("preempt")));
+}
+
+#[tokio::test]
+async fn unreachable_shared_catalog_is_a_clear_error() {
+    let catalog = crate::driver::fake::SharedCatalog::default();
+    let (_a, b) = shared_pair(&catalog);
+    b.fake.state.lock().expect("state").fail = Some("catalog_get");
+    let e = b.svc.lookup("v").await.expect_err("injected");
+    assert!(e.to_string().contains("fake-catalog_get"), "{e}");
+    b.fake.state.lock().expect("state").fail = Some("catalog_list");
+    let e = b.svc.refresh().await.expect_err("injected");
+    assert!(e.to_string().contains("fake-catalog_list"), "{e}");
+}
