@@ -248,10 +248,21 @@ pub async fn run(
         let reg = registry.clone();
         let changed = changed.clone();
         tokio::spawn(async move {
+            // Also every 5 s when it changed by itself (a cluster that
+            // went away or came back).
+            let mut last = String::new();
             loop {
-                changed.notified().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                systemd::status(&status_line(&reg));
+                tokio::select! {
+                    _ = changed.notified() => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                let line = status_line(&reg);
+                if line != last {
+                    systemd::status(&line);
+                    last = line;
+                }
             }
         });
     }

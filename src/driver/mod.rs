@@ -12,6 +12,9 @@
 //! Optional features (snapshots, clones, resize) have default methods that
 //! refuse with [`DriverError::Unsupported`].
 
+#[cfg(feature = "ceph")]
+pub mod ceph;
+pub mod fsops;
 pub mod loopdrv;
 
 use std::collections::BTreeMap;
@@ -51,6 +54,18 @@ pub enum DriverError {
         /// Why.
         reason: String,
     },
+    /// The storage backend (a cluster) refused or failed a step.
+    #[error("volume {volume}: {step}: {reason}")]
+    Backend {
+        /// Volume (or snapshot) name.
+        volume: String,
+        /// What was being done.
+        step: &'static str,
+        /// The backend's message.
+        reason: String,
+        /// The errno the backend returned, when there is one.
+        errno: Option<i32>,
+    },
     /// A step failed and undoing the earlier steps failed too.
     #[error("{cause}; rolling back also failed: {rollback}")]
     Rollback {
@@ -76,6 +91,7 @@ impl DriverError {
         match self {
             DriverError::Sys { source, .. } => source.errno(),
             DriverError::Rollback { cause, .. } => cause.errno(),
+            DriverError::Backend { errno, .. } => *errno,
             _ => None,
         }
     }

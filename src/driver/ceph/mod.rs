@@ -1,0 +1,216 @@
+//! Ceph-backed drivers: `cephfs` (CephFS subvolumes, mounted on many
+//! hosts at once) and `rbd` (RBD images, one writer at a time, moved
+//! between hosts with locks and fencing).
+//!
+//! Both keep the volume catalog in Ceph (the volume's record as JSON in
+//! image / subvolume metadata under [`META_KEY`]), so every host lists
+//! the same volumes and a host can die without losing any. Mount counts
+//! stay host-local in the service's records.
+//!
+//! The cluster connection is made lazily and remade after errors that
+//! mean it is gone, so berthd starts (and serves its other services)
+//! while a cluster is unreachable; this service then answers with the
+//! reason, and `STATUS=` shows it.
+
+pub mod cephfs;
+pub mod rbd;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{Driver, DriverError};
+use crate::config::{CephSettings, DriverSettings, Settings};
+use crate::state::VolumeRecord;
+use crate::sys::ceph::{CephConfig, CephError, Cluster};
+
+/// Metadata key holding a volume's record in Ceph.
+pub const META_KEY: &str = "berth.volume";
+
+/// How long a fenced client stays blocklisted. Long enough that a host
+/// cut off by a preemption can never write again before an operator has
+/// looked at it (its FUSE helper is gone by then).
+pub const FENCE_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Builds the driver of Ceph service `name`.
+pub fn make(settings: &Settings, name: &str) -> Arc<dyn Driver> {
+    let svc = &settings.services[name];
+    let fuse_root = settings.daemon.mount_dir.join(".rbd-fuse");
+    match &svc.driver {
+        DriverSettings::Cephfs {
+            ceph,
+            filesystem,
+            group,
+        } => Arc::new(cephfs::CephfsDriver::new(
+            Backend::new(name, ceph),
+            filesystem.clone(),
+            group.clone(),
+        )),
+        DriverSettings::Rbd { ceph, pool } => Arc::new(rbd::RbdDriver::new(
+            Backend::new(name, ceph),
+            pool.clone(),
+            fuse_root,
+            settings.daemon.command_timeout,
+        )),
+        DriverSettings::Loop { .. } => unreachable!("make is only called for Ceph services"),
+    }
+}
+
+/// A lazily made, shared cluster connection and its health.
+#[derive(Debug)]
+pub struct Backend {
+    service: String,
+    cfg: CephConfig,
+    host: String,
+    conn: Mutex<Option<Arc<Cluster>>>,
+    problem: Mutex<Option<String>>,
+}
+
+/// errnos after which the connection is dropped and made again.
+fn connection_lost(errno: Option<i32>) -> bool {
+    matches!(
+        errno,
+        Some(libc::ESHUTDOWN | libc::ETIMEDOUT | libc::ENOTCONN | libc::ECONNREFUSED)
+    )
+}
+
+impl Backend {
+    /// A backend for `service`; nothing is contacted yet.
+    pub fn new(service: &str, s: &CephSettings) -> Self {
+        Backend {
+            service: service.to_string(),
+            cfg: CephConfig {
+                conf: s.conf.clone(),
+                keyring: s.keyring.clone(),
+                client: s.client.clone(),
+                timeout: s.timeout,
+            },
+            host: s.host.clone(),
+            conn: Mutex::new(None),
+            problem: Mutex::new(None),
+        }
+    }
+
+    /// The connection settings (for the FUSE helpers).
+    pub fn config(&self) -> &CephConfig {
+        &self.cfg
+    }
+
+    /// This host's name in locks.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The connection, made now if there is none. `volume` names the
+    /// volume in the error.
+    pub fn cluster(&self, volume: &str) -> Result<Arc<Cluster>, DriverError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        match Cluster::connect(&self.cfg) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                *conn = Some(c.clone());
+                if self.set_problem(None) {
+                    info!(service = %self.service, "connected to the Ceph cluster");
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                let reason = format!(
+                    "Ceph cluster unreachable (conf {}, client.{}): {e}",
+                    self.cfg.conf.display(),
+                    self.cfg.client
+                );
+                if self.set_problem(Some(reason.clone())) {
+                    warn!(service = %self.service, "{reason}");
+                }
+                Err(DriverError::Backend {
+                    volume: volume.to_string(),
+                    step: "connect to the Ceph cluster",
+                    reason,
+                    errno: e.errno(),
+                })
+            }
+        }
+    }
+
+    /// Records a failed step: an error that means the connection is gone
+    /// drops it (the next call connects again) and marks the service
+    /// unhealthy. Returns the driver error.
+    pub fn fail(&self, volume: &str, step: &'static str, e: CephError) -> DriverError {
+        let errno = e.errno();
+        if connection_lost(errno) {
+            *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            let reason = format!("lost the Ceph cluster: {e}");
+            if self.set_problem(Some(reason.clone())) {
+                warn!(service = %self.service, "{reason}");
+            }
+        }
+        DriverError::Backend {
+            volume: volume.to_string(),
+            step,
+            reason: e.to_string(),
+            errno,
+        }
+    }
+
+    /// Sets the health; `true` when it changed.
+    fn set_problem(&self, p: Option<String>) -> bool {
+        let mut cur = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = cur.is_some() != p.is_some();
+        *cur = p;
+        changed
+    }
+
+    /// Why the cluster cannot serve (for `STATUS=`).
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Tries to connect in the background, so `STATUS=` tells early
+    /// whether the cluster is reachable.
+    pub fn warm_up(self: &Arc<Self>) {
+        let me = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("ceph-connect".into())
+            .spawn(move || {
+                let _ = me.cluster("(start-up)");
+            });
+    }
+}
+
+/// A volume's record as stored in Ceph: no host-local state.
+pub fn encode(rec: &VolumeRecord) -> String {
+    let mut shown = rec.clone();
+    shown.mounts.clear();
+    shown.mounted = None;
+    shown.phase = crate::state::Phase::Ready;
+    shown.owner_pending = false;
+    serde_json::to_string(&shown).unwrap_or_default()
+}
+
+/// Parses a record stored by [`encode`]; `None` (logged) if unreadable.
+pub fn decode(service: &str, what: &str, text: &str) -> Option<VolumeRecord> {
+    match serde_json::from_str::<VolumeRecord>(text) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(
+                service,
+                "{what}: Berth metadata unreadable ({e}); not listed"
+            );
+            None
+        }
+    }
+}
+
+/// Removes an empty directory, ignoring errors (mount points).
+pub(crate) fn remove_dir_quietly(p: &Path) {
+    let _ = std::fs::remove_dir(p);
+}
