@@ -232,6 +232,7 @@ impl CephCluster {
             _lock: lock,
             dir,
         };
+        reap_stale_runs(&c.dir);
         hosts_up();
         let log_path = c.dir.join("up.log");
         let log = File::create(&log_path).expect("up.log");
@@ -403,6 +404,35 @@ impl CephCluster {
             out.push(format!("directory {}", self.dir.display()));
         }
         out
+    }
+}
+
+/// Stops and removes what runs killed before their `Drop` left behind
+/// (their daemons would hold the monitor's address). Called with the lock
+/// held, so every other `/tmp/berth-ceph-*` belongs to a dead run.
+fn reap_stale_runs(mine: &Path) {
+    let Ok(rd) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let stale = p != mine
+            && e.file_name().to_string_lossy().starts_with("berth-ceph-")
+            && p.join("cluster").is_dir();
+        if !stale {
+            continue;
+        }
+        eprintln!("cleaning up a previous run's cluster in {}", p.display());
+        let _ = Command::new(scripts().join("cluster.sh"))
+            .arg("down")
+            .arg(p.join("cluster"))
+            .arg(p.join("mnt"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        if super::leftovers_under(&p).is_empty() {
+            let _ = std::fs::remove_dir_all(&p);
+        }
     }
 }
 
