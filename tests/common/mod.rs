@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod ceph;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +44,11 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub config: PathBuf,
     pub extra_env: Vec<(String, String)>,
+    /// Network namespace (`/run/netns/NAME`) berthd runs in, entered with
+    /// `nsenter --net` only (mounts stay in the host's mount namespace).
+    pub netns: Option<String>,
+    /// The service whose socket tells that berthd is up.
+    pub ready_service: String,
 }
 
 impl Daemon {
@@ -58,6 +65,19 @@ impl Daemon {
     /// Like [`Daemon::start_with_env`], with more `[daemon]` keys
     /// (`daemon_extra`, one `key = value` per line).
     pub fn start_full(daemon_extra: &str, extra_toml: &str, env: Vec<(String, String)>) -> Daemon {
+        Self::start_in(None, daemon_extra, extra_toml, env)
+    }
+
+    /// Like [`Daemon::start_full`], inside network namespace `netns` when
+    /// given (a simulated host of [`ceph`]). Readiness is waited on the
+    /// `berth` service's socket when the config has one, else on the
+    /// first service's.
+    pub fn start_in(
+        netns: Option<&str>,
+        daemon_extra: &str,
+        extra_toml: &str,
+        env: Vec<(String, String)>,
+    ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
             .tempdir()
@@ -72,12 +92,24 @@ impl Daemon {
         if !extra_toml.contains("[services.") {
             text.push_str("\n[services.berth]\ndriver = \"loop\"\n");
         }
+        let ready_service = if text.contains("[services.berth]") {
+            "berth".to_string()
+        } else {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix("[services."))
+                .and_then(|r| r.split(['.', ']']).next())
+                .unwrap_or("berth")
+                .trim_matches('"')
+                .to_string()
+        };
         std::fs::write(&config, text).expect("write config");
         let mut d = Daemon {
             dir,
             child: None,
             config,
             extra_env: env,
+            netns: netns.map(str::to_string),
+            ready_service,
         };
         d.spawn();
         d
@@ -90,7 +122,11 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("berthd.log"))
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
+        let mut cmd = match &self.netns {
+            // nsenter execs berthd: the child's PID is berthd's.
+            Some(ns) => ceph::host_cmd(ns, &[env!("CARGO_BIN_EXE_berthd")]),
+            None => Command::new(env!("CARGO_BIN_EXE_berthd")),
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .env_remove("NOTIFY_SOCKET")
@@ -108,7 +144,8 @@ impl Daemon {
     /// Starts (again) the daemon process and waits until it answers.
     pub fn spawn(&mut self) {
         self.start_process();
-        self.wait_ready("berth");
+        let service = self.ready_service.clone();
+        self.wait_ready(&service);
     }
 
     /// Waits until `service`'s socket answers Activate.
@@ -394,7 +431,7 @@ impl Daemon {
     pub fn respawn_timed(&mut self) -> Duration {
         let start = Instant::now();
         self.start_process();
-        let sock = self.socket("berth");
+        let sock = self.socket(&self.ready_service.clone());
         let deadline = start + Duration::from_secs(60);
         loop {
             if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
