@@ -297,3 +297,49 @@ fn unreachable_cluster_is_reported(c: &CephCluster) {
     );
     d.client("berth").remove("fine");
 }
+
+/// 4. Docker end-to-end on one host: `docker volume create -d <rbd
+///    service> --opt size=1`, `docker run -v` writes and reads.
+#[test]
+fn ceph_docker_end_to_end() {
+    for tool in ["dockerd", "docker", "unshare", "curl"] {
+        if !common::which(tool) {
+            eprintln!("SKIP: ceph_docker_end_to_end needs {tool}");
+            return;
+        }
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIP: ceph_docker_end_to_end needs /bin/busybox (busybox-static)");
+        return;
+    }
+    let Some(mut c) = CephCluster::start_or_skip("ceph_docker_end_to_end") else {
+        return;
+    };
+    let dir = c.dir.join("e2e");
+    std::fs::create_dir_all(&dir).expect("e2e dir");
+    c.add_mount_root(&dir);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/docker-ceph.sh");
+    let conf = c.conf.to_string_lossy().into_owned();
+    let keyring = c.keyring.to_string_lossy().into_owned();
+    let dir_s = dir.to_string_lossy().into_owned();
+    let out = common::ceph::host_cmd(
+        HOST_A,
+        &[script, &dir_s, env!("CARGO_BIN_EXE_berthd"), &conf, &keyring],
+    )
+    .output()
+    .expect("run docker-ceph.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    if !out.status.success() {
+        let log = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        panic!(
+            "docker on ceph failed:\n{stdout}\n--- checks.log\n{}\n--- berthd.log\n{}",
+            log("checks.log"),
+            log("berthd.log")
+        );
+    }
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    c.stop();
+    let left = c.leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
