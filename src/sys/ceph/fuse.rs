@@ -68,7 +68,9 @@ pub fn rbd_fuse_mount(cfg: &CephConfig, pool: &str, image: &str, dir: &Path) -> 
     // rbd-fuse's fsync calls rbd_flush and ignores its result, so with
     // librbd's writeback cache a write that never reaches the OSDs (a
     // fenced client, a failing cluster) is still reported durable. Without
-    // the cache every write(2) returns only once the OSDs have it.
+    // the cache every write(2) returns only once the OSDs have it. Cost,
+    // measured on one node: 128 MiB in 1 MiB writes at the same 36 MB/s
+    // either way, 4 KiB writes 1.6 MB/s instead of 24 MB/s.
     args.push("--rbd_cache=false".into());
     args.extend([
         "-p".into(),
@@ -349,7 +351,13 @@ fn fail(
     what: String,
     errno: Option<i32>,
 ) -> CephError {
-    let tail = log_tail(log, 2000);
+    // One line: the tool's lines joined, so logs keep the error together.
+    let tail = log_tail(log, 2000)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
     let detail = if tail.is_empty() {
         format!("{what} (no output)")
     } else {
