@@ -4,6 +4,8 @@
 //! (`tokio::task::spawn_blocking`), never from the async executor.
 
 pub mod caps;
+#[cfg(feature = "ceph")]
+pub mod ceph;
 pub mod cmd;
 pub mod fsutil;
 pub mod loopdev;
