@@ -70,8 +70,9 @@ impl CephfsDriver {
                 }
                 _ => {}
             }
-            if let (Some(p), Some((done, total))) = (progress, st.progress) {
-                p.set(done, total);
+            if let (Some(p), Some(fraction)) = (progress, st.progress) {
+                // Ceph reports a fraction; show it as per mille.
+                p.set((fraction.clamp(0.0, 1.0) * 1000.0) as u64, 1000);
             }
             if started.elapsed() > limit {
                 return Err(DriverError::Backend {
@@ -133,7 +134,7 @@ impl Driver for CephfsDriver {
         };
         match how.source {
             None => {
-                fs.create(&name, Some(rec.size))
+                fs.create(&name, Some(rec.size), 0, 0, 0o755)
                     .map_err(|e| self.b.fail(&name, "create subvolume", e))?;
             }
             Some(CreateSource::Snapshot(s)) => {
@@ -142,7 +143,7 @@ impl Driver for CephfsDriver {
                     .get("subvolume")
                     .cloned()
                     .unwrap_or_else(|| s.volume.to_string());
-                fs.clone_from(&src, s.name.as_str(), &name)
+                fs.snapshot_clone(&src, s.name.as_str(), &name)
                     .map_err(|e| self.b.fail(&name, "clone subvolume", e))?;
                 if let Err(e) = self.wait_clone(&fs, &name, how.progress) {
                     undo(&fs);
@@ -157,10 +158,10 @@ impl Driver for CephfsDriver {
                 fs.snapshot_create(src, &tmp)
                     .map_err(|e| self.b.fail(src, "snapshot for clone", e))?;
                 let made = fs
-                    .clone_from(src, &tmp, &name)
+                    .snapshot_clone(src, &tmp, &name)
                     .map_err(|e| self.b.fail(&name, "clone subvolume", e))
                     .and_then(|_| self.wait_clone(&fs, &name, how.progress));
-                if let Err(e) = fs.snapshot_remove(src, &tmp) {
+                if let Err(e) = fs.snapshot_remove(src, &tmp, true) {
                     warn!(volume = %src, "could not remove temporary snapshot {tmp}: {e}");
                 }
                 if let Err(e) = made {
@@ -344,7 +345,7 @@ impl Driver for CephfsDriver {
             .cloned()
             .unwrap_or_else(|| snap.volume.to_string());
         let fs = self.subvolumes(snap.name.as_str())?;
-        match fs.snapshot_remove(&sub, snap.name.as_str()) {
+        match fs.snapshot_remove(&sub, snap.name.as_str(), false) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
             Err(e) => Err(self

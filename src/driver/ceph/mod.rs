@@ -64,7 +64,7 @@ pub struct Backend {
     service: String,
     cfg: CephConfig,
     host: String,
-    conn: Mutex<Option<Arc<Cluster>>>,
+    conn: Mutex<Option<Cluster>>,
     problem: Mutex<Option<String>>,
 }
 
@@ -105,14 +105,13 @@ impl Backend {
 
     /// The connection, made now if there is none. `volume` names the
     /// volume in the error.
-    pub fn cluster(&self, volume: &str) -> Result<Arc<Cluster>, DriverError> {
+    pub fn cluster(&self, volume: &str) -> Result<Cluster, DriverError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
         }
         match Cluster::connect(&self.cfg) {
             Ok(c) => {
-                let c = Arc::new(c);
                 *conn = Some(c.clone());
                 if self.set_problem(None) {
                     info!(service = %self.service, "connected to the Ceph cluster");

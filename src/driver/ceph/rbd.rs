@@ -342,6 +342,7 @@ impl Driver for RbdDriver {
             Ok(snaps) => {
                 let user: Vec<String> = snaps
                     .into_iter()
+                    .map(|s| s.name)
                     .filter(|s| !s.starts_with("berth-clone-"))
                     .collect();
                 if !user.is_empty() {
