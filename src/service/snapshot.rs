@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::{blocking, new_id, read, state_err, write, ServiceError, ServiceResult, VolumeService};
 use crate::driver::{Progress, DEFAULT_POOL};
-use crate::state::{Phase, SnapshotRecord, StateError, RECORD_VERSION};
+use crate::state::{Phase, SnapshotRecord, StateError, RECORD_VERSION, RESIZING_KEY};
 use crate::volume::{human_bytes, parse_size, NameError, VolumeName, MAX_NAME_LEN};
 
 /// A snapshot in the catalog.
@@ -440,8 +440,23 @@ impl VolumeService {
                     )));
                 }
             }
-            driver.resize(&rec, new_size)?;
+            // The intent first: a crash while the storage grows leaves a
+            // record that says so, and the next start puts the storage
+            // back to the recorded size (never half grown).
             let mut rec = rec;
+            rec.driver_data.remove(RESIZING_KEY);
+            let mut intent = rec.clone();
+            intent
+                .driver_data
+                .insert(RESIZING_KEY.into(), new_size.to_string());
+            store.save(&intent).map_err(state_err(&n))?;
+            if let Err(e) = driver.resize(&rec, new_size) {
+                // The driver put the storage back; the record follows.
+                if let Err(se) = store.save(&rec) {
+                    warn!(volume = %n, "could not clear the resize intent of a failed resize (the next start does): {se}");
+                }
+                return Err(e.into());
+            }
             rec.size = new_size;
             store.save(&rec).map_err(state_err(&n))?;
             Ok(rec)
