@@ -172,7 +172,11 @@ impl LoopDriver {
         let durable =
             fsutil::fsync_file(&partial).and_then(|_| fsutil::rename_durable(&partial, dst));
         if let Err(e) = durable {
+            // The rename may have happened before the directory sync
+            // failed; `dst` did not exist before (callers check), so
+            // both names go.
             let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(dst);
             return Err(DriverError::sys(who, "make the copy durable", e));
         }
         tracing::debug!(copy = %who, method = method.as_str(),
@@ -236,12 +240,19 @@ impl LoopDriver {
                 }
                 let grown = self.grow_fs_tool(rec.fs_type, attached.path(), &target);
                 drop(attached);
-                let unmounted = mounts::unmount(&target);
+                // The private mount must go whatever happens: a plain
+                // unmount, else a lazy one (nobody else uses it).
+                let unmounted = mounts::unmount(&target)
+                    .map(|_| ())
+                    .or_else(|_| mounts::detach_lazily(&target));
                 let _ = std::fs::remove_dir(&target);
                 grown.map_err(|e| DriverError::sys(&rec.name, "grow filesystem", e))?;
-                unmounted
-                    .map(|_| ())
-                    .map_err(|e| DriverError::sys(&rec.name, "unmount after growing", e))
+                // The filesystem has grown: the image must keep its new
+                // size now, so an unmount failure is not the resize's.
+                if let Err(e) = unmounted {
+                    tracing::warn!(volume = %rec.name, "could not unmount {} after growing (removed at the next start): {e}", target.display());
+                }
+                Ok(())
             }
         }
     }
@@ -655,7 +666,7 @@ impl Driver for LoopDriver {
         let image = self.snap_image_of(snap);
         fsutil::remove_durable(&image).map_err(|e| {
             DriverError::sys(
-                &format!("snapshot {}", snap.name),
+                &format!("{} (snapshot {})", snap.volume, snap.name),
                 "delete snapshot image",
                 e,
             )
