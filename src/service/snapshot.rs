@@ -102,6 +102,14 @@ impl Drop for OpGuard<'_> {
     }
 }
 
+/// A state error of a snapshot's record, naming the snapshot.
+fn snap_state_err(name: &impl std::fmt::Display) -> impl Fn(StateError) -> ServiceError + '_ {
+    move |e| ServiceError::Snapshot {
+        snapshot: name.to_string(),
+        reason: e.to_string(),
+    }
+}
+
 /// Validates a snapshot name (the volume name rule).
 pub fn snapshot_name(s: &str) -> ServiceResult<VolumeName> {
     VolumeName::parse(s).map_err(|e| {
@@ -222,7 +230,7 @@ impl VolumeService {
                 .and_then(|_| {
                     self.snap_store
                         .delete(&rec.name)
-                        .map_err(state_err(&rec.name))
+                        .map_err(snap_state_err(&rec.name))
                 });
             match done {
                 Ok(()) => warn!(service = %self.name, snapshot = %rec.name,
@@ -299,11 +307,12 @@ impl VolumeService {
         let driver = self.driver.clone();
         let store = self.snap_store.clone();
         let n = sname.clone();
+        let who = format!("{sname} (of volume {vname})");
         let mounted = vol.mounted.is_some();
         let result = blocking(&vname, move || {
             let mut rec = rec;
             let t0 = Instant::now();
-            store.save(&rec).map_err(state_err(&n))?;
+            store.save(&rec).map_err(snap_state_err(&who))?;
             let t1 = Instant::now();
             let taken = driver.snapshot(&vol, &mut rec, &progress);
             tracing::debug!(snapshot = %n, intent_us = (t1 - t0).as_micros() as u64,
@@ -318,7 +327,7 @@ impl VolumeService {
             if let Err(e) = store.save(&rec) {
                 let _ = driver.remove_snapshot(&rec);
                 let _ = store.delete(&n);
-                return Err(state_err(&n)(e));
+                return Err(snap_state_err(&who)(e));
             }
             let allocated = driver.snapshot_allocated(&rec);
             Ok((rec, allocated))
@@ -377,9 +386,9 @@ impl VolumeService {
         let store = self.snap_store.clone();
         let n = sname.clone();
         blocking(&sname, move || {
-            store.save(&rec).map_err(state_err(&n))?;
+            store.save(&rec).map_err(snap_state_err(&n))?;
             driver.remove_snapshot(&rec)?;
-            store.delete(&n).map_err(state_err(&n))?;
+            store.delete(&n).map_err(snap_state_err(&n))?;
             Ok(())
         })
         // On error the record says Removing and the next start finishes
