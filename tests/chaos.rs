@@ -989,7 +989,10 @@ fn root_chaos_sigkill_loses_nothing() {
             "left by an interrupted snapshot or clone",
         ),
         ("thawed", "was frozen (interrupted snapshot or clone)"),
-        ("interrupted_resize", "interrupted resize"),
+        (
+            "interrupted_resize_undone",
+            "an interrupted resize left the image",
+        ),
     ] {
         eprintln!("chaos repairs: {what}={}", log.matches(needle).count());
     }
