@@ -13,7 +13,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use super::{CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress, DEFAULT_POOL};
-use crate::state::{MountRecord, Phase, SnapshotRecord, VolumeRecord};
+use crate::state::{MountRecord, Phase, SnapshotRecord, VolumeRecord, RESIZING_KEY};
 use crate::sys::reflink::{self, CopyMethod};
 use crate::sys::{caps, cmd, fsutil, loopdev, mounts, mounts::MountTable, SysError};
 use crate::volume::{human_bytes, FsType};
@@ -172,7 +172,11 @@ impl LoopDriver {
         let durable =
             fsutil::fsync_file(&partial).and_then(|_| fsutil::rename_durable(&partial, dst));
         if let Err(e) = durable {
+            // The rename may have happened before the directory sync
+            // failed; `dst` did not exist before (callers check), so
+            // both names go.
             let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(dst);
             return Err(DriverError::sys(who, "make the copy durable", e));
         }
         tracing::debug!(copy = %who, method = method.as_str(),
@@ -185,6 +189,7 @@ impl LoopDriver {
     }
 
     fn grow_fs_tool(&self, fs: FsType, device: &Path, target: &Path) -> Result<(), SysError> {
+        failpoint!("loop.grow_fs");
         let dev = device.to_string_lossy();
         let tgt = target.to_string_lossy();
         match fs {
@@ -200,19 +205,12 @@ impl LoopDriver {
     }
 
     fn grow_offline(&self, rec: &VolumeRecord, image: &Path) -> DriverResult<()> {
-        let img = image.to_string_lossy();
         match rec.fs_type {
             FsType::Ext4 => {
                 // resize2fs insists on a freshly checked filesystem.
-                // e2fsck -p exits 1 when it fixed something: still fine.
-                match cmd::run("e2fsck", &["-f", "-p", &img], self.timeout) {
-                    Ok(_) => {}
-                    Err(SysError::Command { outcome, .. })
-                        if outcome.contains("exit status: 1)") => {}
-                    Err(e) => return Err(DriverError::sys(&rec.name, "check filesystem", e)),
-                }
-                cmd::run("resize2fs", &[&img], self.timeout)
-                    .map(|_| ())
+                self.check_ext4(image, "-p")
+                    .map_err(|e| DriverError::sys(&rec.name, "check filesystem", e))?;
+                self.resize2fs_image(image, None)
                     .map_err(|e| DriverError::sys(&rec.name, "grow filesystem", e))
             }
             FsType::Xfs | FsType::Btrfs => {
@@ -242,14 +240,106 @@ impl LoopDriver {
                 }
                 let grown = self.grow_fs_tool(rec.fs_type, attached.path(), &target);
                 drop(attached);
-                let unmounted = mounts::unmount(&target);
+                // The private mount must go whatever happens: a plain
+                // unmount, else a lazy one (nobody else uses it).
+                let unmounted = mounts::unmount(&target)
+                    .map(|_| ())
+                    .or_else(|_| mounts::detach_lazily(&target));
                 let _ = std::fs::remove_dir(&target);
                 grown.map_err(|e| DriverError::sys(&rec.name, "grow filesystem", e))?;
-                unmounted
-                    .map(|_| ())
-                    .map_err(|e| DriverError::sys(&rec.name, "unmount after growing", e))
+                // The filesystem has grown: the image must keep its new
+                // size now, so an unmount failure is not the resize's.
+                if let Err(e) = unmounted {
+                    tracing::warn!(volume = %rec.name, "could not unmount {} after growing (removed at the next start): {e}", target.display());
+                }
+                Ok(())
             }
         }
+    }
+
+    /// `e2fsck -f <mode>` on an image; exit 1 (something fixed) and 2
+    /// (fixed, reboot advised: irrelevant for an image) are success.
+    fn check_ext4(&self, image: &Path, mode: &str) -> Result<(), SysError> {
+        failpoint!("loop.check_fs");
+        let img = image.to_string_lossy();
+        match cmd::run("e2fsck", &["-f", mode, &img], self.timeout) {
+            Ok(_) => Ok(()),
+            Err(SysError::Command { outcome, .. })
+                if outcome.contains("exit status: 1)") || outcome.contains("exit status: 2)") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `resize2fs` on an unmounted image: to the image's size, or to
+    /// `bytes`.
+    fn resize2fs_image(&self, image: &Path, bytes: Option<u64>) -> Result<(), SysError> {
+        failpoint!("loop.grow_fs");
+        let img = image.to_string_lossy();
+        let size = bytes.map(|b| format!("{}K", b / 1024));
+        let mut args = vec![img.as_ref()];
+        args.extend(size.as_deref());
+        cmd::run("resize2fs", &args, self.timeout).map(|_| ())
+    }
+
+    /// Start-up: a resize cut by a crash (the record still carries
+    /// [`RESIZING_KEY`]) may have left the image, or the image and the
+    /// filesystem, larger than the record says. Puts both back to the
+    /// recorded size, so a resize happened entirely or not at all.
+    fn undo_interrupted_resize(&self, rec: &VolumeRecord, table: &MountTable) -> Option<String> {
+        rec.driver_data.get(RESIZING_KEY)?;
+        let image = self.image_of(rec);
+        let len = std::fs::metadata(&image).ok()?.len();
+        let fs = fs_bytes(&image, rec.fs_type);
+        if len <= rec.size && fs.is_none_or(|b| b <= rec.size) {
+            return None;
+        }
+        let what = format!(
+            "volume {}: an interrupted resize left the image at {} and the filesystem at {} (the record says {})",
+            rec.name,
+            human_bytes(len),
+            fs.map(human_bytes).unwrap_or_else(|| "?".into()),
+            human_bytes(rec.size)
+        );
+        if rec
+            .mounted
+            .as_ref()
+            .is_some_and(|m| table.at(&m.target).is_some())
+        {
+            return Some(format!(
+                "{what}; it is mounted, so it stays so until it is resized again"
+            ));
+        }
+        Some(match self.shrink_back(rec, &image) {
+            Ok(()) => format!("{what}; put back to {}", human_bytes(rec.size)),
+            Err(e) => format!("{what}; could not put it back: {e}"),
+        })
+    }
+
+    fn shrink_back(&self, rec: &VolumeRecord, image: &Path) -> Result<(), SysError> {
+        if rec.fs_type == FsType::Ext4 {
+            // A resize2fs cut in the middle leaves the filesystem marked
+            // as having errors: check (and repair) it first.
+            self.check_ext4(image, "-y")?;
+            if fs_bytes(image, rec.fs_type).is_some_and(|b| b > rec.size) {
+                // The grow had finished: drop the new, still unused
+                // block groups again.
+                self.resize2fs_image(image, Some(rec.size))?;
+            }
+        } else if let Some(b) = fs_bytes(image, rec.fs_type).filter(|b| *b > rec.size) {
+            return Err(SysError::io(
+                "shrink",
+                image,
+                std::io::Error::other(format!(
+                    "the {} filesystem already spans {} and cannot shrink; resize the volume to at least that",
+                    rec.fs_type,
+                    human_bytes(b)
+                )),
+            ));
+        }
+        fsutil::set_file_len(image, rec.size)
     }
 
     fn mkfs(&self, fs: FsType, image: &Path) -> Result<(), SysError> {
@@ -576,7 +666,7 @@ impl Driver for LoopDriver {
         let image = self.snap_image_of(snap);
         fsutil::remove_durable(&image).map_err(|e| {
             DriverError::sys(
-                &format!("snapshot {}", snap.name),
+                &format!("{} (snapshot {})", snap.volume, snap.name),
                 "delete snapshot image",
                 e,
             )
@@ -704,10 +794,58 @@ impl Driver for LoopDriver {
         }
         let table = MountTable::read().unwrap_or_else(|_| table.clone());
         let table = &table;
+        for rec in records {
+            notes.extend(self.undo_interrupted_resize(rec, table));
+        }
         for dir in self.all_dirs() {
             self.reconcile_dir(&dir, records, snapshots, table, &mut notes);
         }
         notes
+    }
+}
+
+/// Bytes the filesystem on `image` spans, from its superblock (`None`:
+/// no superblock of that type found).
+fn fs_bytes(image: &Path, fs: FsType) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(image).ok()?;
+    let le32 = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    match fs {
+        FsType::Ext4 => {
+            let mut sb = [0u8; 1024];
+            f.read_exact_at(&mut sb, 1024).ok()?;
+            if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+                return None;
+            }
+            let mut blocks = u64::from(le32(&sb, 0x04));
+            // INCOMPAT_64BIT: the high half of the block count.
+            if le32(&sb, 0x60) & 0x80 != 0 {
+                blocks |= u64::from(le32(&sb, 0x150)) << 32;
+            }
+            let block = 1024u64 << le32(&sb, 0x18).min(16);
+            Some(blocks.saturating_mul(block))
+        }
+        FsType::Xfs => {
+            let mut sb = [0u8; 16];
+            f.read_exact_at(&mut sb, 0).ok()?;
+            if &sb[0..4] != b"XFSB" {
+                return None;
+            }
+            let block = u32::from_be_bytes([sb[4], sb[5], sb[6], sb[7]]);
+            let mut d = [0u8; 8];
+            d.copy_from_slice(&sb[8..16]);
+            Some(u64::from_be_bytes(d).saturating_mul(u64::from(block)))
+        }
+        FsType::Btrfs => {
+            let mut sb = [0u8; 0x78];
+            f.read_exact_at(&mut sb, 0x10000).ok()?;
+            if &sb[0x40..0x48] != b"_BHRfS_M" {
+                return None;
+            }
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&sb[0x70..0x78]);
+            Some(u64::from_le_bytes(t))
+        }
     }
 }
 

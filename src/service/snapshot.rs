@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::{blocking, new_id, read, state_err, write, ServiceError, ServiceResult, VolumeService};
 use crate::driver::{Progress, DEFAULT_POOL};
-use crate::state::{Phase, SnapshotRecord, StateError, RECORD_VERSION};
+use crate::state::{Phase, SnapshotRecord, StateError, RECORD_VERSION, RESIZING_KEY};
 use crate::volume::{human_bytes, parse_size, NameError, VolumeName, MAX_NAME_LEN};
 
 /// A snapshot in the catalog.
@@ -99,6 +99,14 @@ impl Drop for OpGuard<'_> {
             ops.remove(&self.id);
         }
         self.svc.changed.notify_one();
+    }
+}
+
+/// A state error of a snapshot's record, naming the snapshot.
+fn snap_state_err(name: &impl std::fmt::Display) -> impl Fn(StateError) -> ServiceError + '_ {
+    move |e| ServiceError::Snapshot {
+        snapshot: name.to_string(),
+        reason: e.to_string(),
     }
 }
 
@@ -222,7 +230,7 @@ impl VolumeService {
                 .and_then(|_| {
                     self.snap_store
                         .delete(&rec.name)
-                        .map_err(state_err(&rec.name))
+                        .map_err(snap_state_err(&rec.name))
                 });
             match done {
                 Ok(()) => warn!(service = %self.name, snapshot = %rec.name,
@@ -300,11 +308,12 @@ impl VolumeService {
         let driver = self.driver.clone();
         let store = self.snap_store.clone();
         let n = sname.clone();
+        let who = format!("{sname} (of volume {vname})");
         let mounted = vol.mounted.is_some();
         let result = blocking(&vname, move || {
             let mut rec = rec;
             let t0 = Instant::now();
-            store.save(&rec).map_err(state_err(&n))?;
+            store.save(&rec).map_err(snap_state_err(&who))?;
             let t1 = Instant::now();
             let taken = driver.snapshot(&vol, &mut rec, &progress);
             tracing::debug!(snapshot = %n, intent_us = (t1 - t0).as_micros() as u64,
@@ -319,7 +328,7 @@ impl VolumeService {
             if let Err(e) = store.save(&rec) {
                 let _ = driver.remove_snapshot(&rec);
                 let _ = store.delete(&n);
-                return Err(state_err(&n)(e));
+                return Err(snap_state_err(&who)(e));
             }
             let allocated = driver.snapshot_allocated(&rec);
             Ok((rec, allocated))
@@ -378,9 +387,9 @@ impl VolumeService {
         let store = self.snap_store.clone();
         let n = sname.clone();
         blocking(&sname, move || {
-            store.save(&rec).map_err(state_err(&n))?;
+            store.save(&rec).map_err(snap_state_err(&n))?;
             driver.remove_snapshot(&rec)?;
-            store.delete(&n).map_err(state_err(&n))?;
+            store.delete(&n).map_err(snap_state_err(&n))?;
             Ok(())
         })
         // On error the record says Removing and the next start finishes
@@ -442,8 +451,23 @@ impl VolumeService {
                     )));
                 }
             }
-            driver.resize(&rec, new_size)?;
+            // The intent first: a crash while the storage grows leaves a
+            // record that says so, and the next start puts the storage
+            // back to the recorded size (never half grown).
             let mut rec = rec;
+            rec.driver_data.remove(RESIZING_KEY);
+            let mut intent = rec.clone();
+            intent
+                .driver_data
+                .insert(RESIZING_KEY.into(), new_size.to_string());
+            store.save(&intent).map_err(state_err(&n))?;
+            if let Err(e) = driver.resize(&rec, new_size) {
+                // The driver put the storage back; the record follows.
+                if let Err(se) = store.save(&rec) {
+                    warn!(volume = %n, "could not clear the resize intent of a failed resize (the next start does): {se}");
+                }
+                return Err(e.into());
+            }
             rec.size = new_size;
             store.save(&rec).map_err(state_err(&n))?;
             Ok(rec)

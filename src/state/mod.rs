@@ -18,6 +18,14 @@ use crate::volume::{FsType, MountId, VolumeName};
 /// Version of the record format written by this build.
 pub const RECORD_VERSION: u32 = 1;
 
+/// `driver_data` key of a volume record while a resize is in progress:
+/// the size asked for, in bytes. Written (with the old size still in
+/// `size`) before the storage grows and dropped once the new size is
+/// recorded, so a start-up that finds it knows the storage may be
+/// larger than the record says and puts it back (see the loop driver's
+/// reconcile).
+pub const RESIZING_KEY: &str = "resizingTo";
+
 /// Where a volume is in its lifecycle, as recorded on disk.
 ///
 /// `Creating` and `Removing` are intents written *before* the work, so a

@@ -3,6 +3,7 @@
 //! Arguments are always passed as a vector: no shell ever sees user input.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -27,17 +28,36 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> SysResult<Output>
         .chain(args.iter().copied())
         .collect::<Vec<_>>()
         .join(" ");
-    let mut child = Command::new(program)
+    let parent = std::process::id() as libc::pid_t;
+    let mut command = Command::new(program);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("LC_ALL", "C")
-        .spawn()
-        .map_err(|e| SysError::Command {
-            command: command_line.clone(),
-            outcome: format!("could not be started: {e}"),
-        })?;
+        .env("LC_ALL", "C");
+    // A tool dies with berthd: after a crash, the next berthd repairs
+    // the image the tool was working on, and no orphan (a resize2fs, an
+    // e2fsck) may go on writing it meanwhile. The thread that spawns the
+    // tool waits for it, so the signal never comes early.
+    // SAFETY: the closure runs in the child between fork and exec and
+    // calls only async-signal-safe functions (prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the prctl: nobody will wait for us.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| SysError::Command {
+        command: command_line.clone(),
+        outcome: format!("could not be started: {e}"),
+    })?;
     // Drain the pipes on helper threads so a chatty tool can't block on a
     // full pipe while we wait for it.
     let mut out_pipe = child.stdout.take();

@@ -111,6 +111,7 @@ pub fn create_sparse(path: &Path, size: u64) -> SysResult<()> {
 /// Sets the length of an existing file (growing leaves a hole) and
 /// fsyncs it.
 pub fn set_file_len(path: &Path, len: u64) -> SysResult<()> {
+    failpoint!("fsutil.set_file_len");
     let f = OpenOptions::new()
         .write(true)
         .open(path)
@@ -122,12 +123,14 @@ pub fn set_file_len(path: &Path, len: u64) -> SysResult<()> {
 
 /// fsyncs a file's data and metadata.
 pub fn fsync_file(path: &Path) -> SysResult<()> {
+    failpoint!("fsutil.fsync_file");
     let f = File::open(path).map_err(|e| SysError::io("open", path, e))?;
     f.sync_all().map_err(|e| SysError::io("fsync", path, e))
 }
 
 /// Renames `from` to `to` (same directory) and fsyncs the directory.
 pub fn rename_durable(from: &Path, to: &Path) -> SysResult<()> {
+    failpoint!("fsutil.rename");
     fs::rename(from, to).map_err(|e| SysError::io("rename", from, e))?;
     fsync_dir(parent(to)?)
 }

@@ -88,6 +88,7 @@ impl Attached {
 
     /// Tells the kernel the backing file changed size (LOOP_SET_CAPACITY).
     pub fn set_capacity(&self) -> SysResult<()> {
+        failpoint!("loopdev.set_capacity");
         // SAFETY: LOOP_SET_CAPACITY takes no argument; the fd is a loop
         // device we hold open.
         unsafe { set_capacity_ioctl(self.dev.as_raw_fd()) }

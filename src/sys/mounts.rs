@@ -40,6 +40,20 @@ pub fn unmount(target: &Path) -> SysResult<bool> {
     }
 }
 
+/// Detaches `target` from the mount tree even while it is busy
+/// (`MNT_DETACH`); the kernel finishes the unmount when the last user
+/// goes. For Berth's own private mounts, when a plain unmount failed.
+pub fn detach_lazily(target: &Path) -> SysResult<()> {
+    match nix::mount::umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(e) => Err(SysError::Mount {
+            op: "detach",
+            target: target.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
 /// One entry of `/proc/self/mountinfo`, reduced to what Berth uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {

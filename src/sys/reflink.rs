@@ -52,10 +52,13 @@ pub struct Frozen {
 }
 
 impl Frozen {
-    /// Thaws now and reports a failure (drop thaws silently).
+    /// Thaws now and reports a failure. After a failure the guard tries
+    /// once more when dropped, so a passing error does not leave the
+    /// filesystem frozen.
     pub fn thaw(mut self) -> SysResult<()> {
-        self.thawed = true;
-        thaw_fd(&self.dir, &self.path)
+        let thawed = thaw_first(&self.dir, &self.path);
+        self.thawed = thawed.is_ok();
+        thawed
     }
 }
 
@@ -67,6 +70,12 @@ impl Drop for Frozen {
             }
         }
     }
+}
+
+/// The first thaw of a guard (the fault-injection point of a thaw).
+fn thaw_first(dir: &File, path: &Path) -> SysResult<()> {
+    failpoint!("reflink.thaw");
+    thaw_fd(dir, path)
 }
 
 fn thaw_fd(dir: &File, path: &Path) -> SysResult<()> {
@@ -92,6 +101,7 @@ fn open_mount_point(mount_point: &Path) -> SysResult<File> {
 /// data and metadata are written out and new writes block until the
 /// returned guard is dropped or thawed.
 pub fn freeze(mount_point: &Path) -> SysResult<Frozen> {
+    failpoint!("reflink.freeze");
     let dir = open_mount_point(mount_point)?;
     let mut arg: libc::c_int = 0;
     // SAFETY: `dir` is an open descriptor for the whole call; FIFREEZE
@@ -167,6 +177,7 @@ fn copy_range(
 ) -> SysResult<u64> {
     let mut off_in: libc::loff_t = start;
     let mut off_out: libc::loff_t = start;
+    failpoint!("reflink.copy");
     let mut copied = 0u64;
     while off_in < end {
         let want = ((end - off_in) as usize).min(CHUNK);
@@ -254,6 +265,7 @@ pub fn clone_or_copy(
     force_copy: bool,
     progress: &dyn Fn(u64, u64),
 ) -> SysResult<CopyMethod> {
+    failpoint!("reflink.clone");
     let s = File::open(src).map_err(|e| SysError::io("open", src, e))?;
     let len = s
         .metadata()

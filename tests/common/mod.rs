@@ -481,7 +481,12 @@ pub struct DiskState {
     pub records: std::collections::BTreeMap<String, Vec<u8>>,
     /// Other files in the records directory (temp files, …).
     pub record_junk: Vec<String>,
-    /// Image file name → length.
+    /// Snapshot record file name → raw content (`<records>/snapshots`).
+    pub snapshots: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Other files in the snapshot records directory.
+    pub snapshot_junk: Vec<String>,
+    /// Image file name (volume `.img`, snapshot `.snap`, anything else
+    /// left there) → length.
     pub images: std::collections::BTreeMap<String, u64>,
     /// (target, source) of every mount under the mount directory.
     pub mounts: Vec<(PathBuf, String)>,
@@ -507,6 +512,18 @@ impl DiskState {
                     continue;
                 } else {
                     record_junk.push(n);
+                }
+            }
+        }
+        let mut snapshots = std::collections::BTreeMap::new();
+        let mut snapshot_junk = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(records_dir.join("snapshots")) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.ends_with(".json") && !n.starts_with('.') {
+                    snapshots.insert(n, std::fs::read(e.path()).unwrap_or_default());
+                } else {
+                    snapshot_junk.push(n);
                 }
             }
         }
@@ -539,6 +556,8 @@ impl DiskState {
         DiskState {
             records,
             record_junk,
+            snapshots,
+            snapshot_junk,
             images,
             mounts,
             loops,
@@ -557,6 +576,27 @@ impl DiskState {
                 let v: Value = serde_json::from_slice(b).ok()?;
                 Some((name, v))
             })
+            .collect()
+    }
+
+    /// Parsed snapshot records by snapshot name.
+    pub fn parsed_snapshots(&self) -> std::collections::BTreeMap<String, Value> {
+        self.snapshots
+            .iter()
+            .filter_map(|(f, b)| {
+                let name = f.strip_suffix(".json")?.to_string();
+                let v: Value = serde_json::from_slice(b).ok()?;
+                Some((name, v))
+            })
+            .collect()
+    }
+
+    /// Snapshot names with a ready record.
+    pub fn ready_snapshots(&self) -> std::collections::BTreeSet<String> {
+        self.parsed_snapshots()
+            .into_iter()
+            .filter(|(_, v)| v["phase"] == "ready")
+            .map(|(n, _)| n)
             .collect()
     }
 
@@ -648,10 +688,37 @@ impl DiskState {
                 }
             }
         }
+        for j in &self.snapshot_junk {
+            out.push(format!("snapshot records dir holds a non-record file {j}"));
+        }
+        let snaps = self.parsed_snapshots();
+        for f in self.snapshots.keys() {
+            let stem = f.strip_suffix(".json").unwrap_or(f);
+            if !snaps.contains_key(stem) {
+                out.push(format!("snapshot record {f} is not valid JSON"));
+            }
+        }
+        for (name, rec) in &snaps {
+            if rec["phase"] != "ready" {
+                out.push(format!(
+                    "snapshot record {name} is in phase {}",
+                    rec["phase"]
+                ));
+            }
+            if !self.images.contains_key(&format!("{name}.snap")) {
+                out.push(format!("snapshot record {name} has no image"));
+            }
+        }
         let ready = self.ready_names();
         for img in self.images.keys() {
-            let stem = img.strip_suffix(".img").unwrap_or(img);
-            if !img.ends_with(".img") || !parsed.contains_key(stem) {
+            let owned = if let Some(stem) = img.strip_suffix(".img") {
+                parsed.contains_key(stem)
+            } else if let Some(stem) = img.strip_suffix(".snap") {
+                snaps.contains_key(stem)
+            } else {
+                false
+            };
+            if !owned {
                 out.push(format!("image file {img} belongs to no record"));
             }
         }
