@@ -29,10 +29,11 @@ use crate::sys::ceph::{CephConfig, CephError, Cluster};
 /// Metadata key holding a volume's record in Ceph.
 pub const META_KEY: &str = "berth.volume";
 
-/// How long a fenced client stays blocklisted. Long enough that a host
-/// cut off by a preemption can never write again before an operator has
-/// looked at it (its FUSE helper is gone by then).
-pub const FENCE_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a fenced client stays blocklisted. A blocklisted rbd-fuse's
+/// writes hang (they do not fail) and would land when the entry expires,
+/// so it is long, and the fenced host also kills that rbd-fuse as soon as
+/// it sees its lock gone (`rbd::LOCK_CHECK`) or unmounts.
+pub const FENCE_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Builds the driver of Ceph service `name`.
 pub fn make(settings: &Settings, name: &str) -> Arc<dyn Driver> {

@@ -13,12 +13,12 @@
 //! Snapshots are RBD snapshots; clones are RBD clones flattened at once,
 //! so no volume depends on another's snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{decode, encode, remove_dir_quietly, Backend, FENCE_DURATION, META_KEY};
 use crate::driver::{
@@ -40,19 +40,92 @@ pub struct RbdDriver {
     /// rbd-fuse mounts: `<fuse_root>/<volume>/<volume>` is the image file.
     fuse_root: PathBuf,
     timeout: Duration,
+    /// Volumes mounted on this host: the lock watch checks that this host
+    /// still holds them.
+    held: Arc<Mutex<BTreeSet<String>>>,
 }
+
+/// How often a host checks that it still holds the locks of the volumes
+/// it has mounted.
+pub const LOCK_CHECK: Duration = Duration::from_secs(5);
 
 impl RbdDriver {
     /// A driver for images in `pool`.
     pub fn new(b: Backend, pool: String, fuse_root: PathBuf, timeout: Duration) -> Self {
         let b = Arc::new(b);
         b.warm_up();
-        RbdDriver {
+        let d = RbdDriver {
             b,
             pool,
             fuse_root,
             timeout,
-        }
+            held: Arc::default(),
+        };
+        d.watch_locks();
+        d
+    }
+
+    /// Starts the lock watch: a volume mounted here whose lock another
+    /// host took (preemption) has its rbd-fuse killed at once. The other
+    /// host blocklisted it already; killing it makes sure its pending
+    /// writes can never land, even after the blocklisting ends.
+    fn watch_locks(&self) {
+        let held = Arc::downgrade(&self.held);
+        let b = self.b.clone();
+        let pool = self.pool.clone();
+        let root = self.fuse_root.clone();
+        let cookie = self.cookie();
+        let timeout = self.timeout;
+        let _ = std::thread::Builder::new()
+            .name("rbd-lock-watch".into())
+            .spawn(move || loop {
+                std::thread::sleep(LOCK_CHECK);
+                let Some(held) = held.upgrade() else {
+                    return;
+                };
+                let names: Vec<String> = lock(&held).iter().cloned().collect();
+                if names.is_empty() {
+                    continue;
+                }
+                let Ok(cluster) = b.cluster("(lock watch)") else {
+                    continue;
+                };
+                let Ok(p) = cluster.rbd(&pool) else {
+                    continue;
+                };
+                for name in names {
+                    let Ok(lockers) = p.lockers(&name) else {
+                        continue;
+                    };
+                    if lockers.iter().any(|l| l.cookie == cookie) {
+                        continue;
+                    }
+                    // Still ours to watch? (An unmount may have run.)
+                    if !lock(&held).remove(&name) {
+                        continue;
+                    }
+                    let by = lockers
+                        .first()
+                        .map(|l| l.cookie.trim_start_matches("berth:").to_string())
+                        .unwrap_or_else(|| "another host".into());
+                    let killed = sysceph::kill_helpers(&root.join(&name), timeout);
+                    error!(volume = %name, taken_by = %by, helpers = ?killed,
+                        "volume was taken over by host {by}: this host's access is cut (rbd-fuse stopped); unmount it here");
+                }
+            });
+    }
+
+    /// Whether another host took this host's lock on `name` (it was
+    /// preempted). Unknown (cluster unreachable) counts as no.
+    fn lost_lock(&self, name: &str) -> bool {
+        let cookie = self.cookie();
+        self.pool(name)
+            .and_then(|p| {
+                p.lockers(name)
+                    .map_err(|e| self.b.fail(name, "list lockers", e))
+            })
+            .map(|ls| !ls.iter().any(|l| l.cookie == cookie))
+            .unwrap_or(false)
     }
 
     fn cookie(&self) -> String {
@@ -436,6 +509,7 @@ impl Driver for RbdDriver {
             undo_expose();
             return Err(DriverError::sys(&rec.name, "mount", e));
         }
+        lock(&self.held).insert(name.to_string());
         info!(volume = %name, host = %self.b.host(), via = ATTACH_METHOD, "image attached and locked by this host");
         Ok(MountRecord {
             device: attached.path().to_path_buf(),
@@ -445,6 +519,16 @@ impl Driver for RbdDriver {
 
     fn unmount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<()> {
         let name = rec.name.as_str();
+        lock(&self.held).remove(name);
+        let lost = self.lost_lock(name);
+        if lost {
+            // Fenced: its rbd-fuse hangs on writes that must never land.
+            let killed = sysceph::kill_helpers(&self.fuse_dir(name), self.timeout);
+            if !killed.is_empty() {
+                warn!(volume = %name, helpers = ?killed,
+                    "another host took this volume over: stopped this host's rbd-fuse before unmounting");
+            }
+        }
         mounts::unmount(target).map_err(|e| DriverError::sys(&rec.name, "unmount", e))?;
         remove_dir_quietly(target);
         let exposed = MountTable::read()
@@ -453,7 +537,7 @@ impl Driver for RbdDriver {
         if exposed {
             self.conceal(name)?;
         }
-        if rec.phase == crate::state::Phase::Ready {
+        if !lost {
             self.release(name);
         }
         Ok(())
@@ -472,11 +556,12 @@ impl Driver for RbdDriver {
         // rbd-fuse mounts of volumes this host does not mount: left by a
         // crash between exposing and mounting.
         let mut notes = Vec::new();
-        let in_use: std::collections::BTreeSet<&str> = records
+        let in_use: BTreeSet<&str> = records
             .iter()
             .filter(|r| r.mount_count() > 0)
             .map(|r| r.name.as_str())
             .collect();
+        lock(&self.held).extend(in_use.iter().map(|n| n.to_string()));
         let Ok(entries) = std::fs::read_dir(&self.fuse_root) else {
             return notes;
         };
@@ -627,4 +712,8 @@ impl Driver for RbdDriver {
         self.release(name);
         grown
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

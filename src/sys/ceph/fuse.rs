@@ -402,6 +402,26 @@ fn sys_error(op: &'static str, target: &Path, e: crate::sys::SysError) -> CephEr
 
 /// PIDs of `ceph-fuse`/`rbd-fuse` processes whose command line names
 /// `target`.
+/// SIGKILLs the FUSE helpers serving `target` (a fenced rbd-fuse, whose
+/// writes hang until its blocklisting ends and must never land) and waits
+/// up to `timeout` for them to go. Returns their PIDs. The mount stays
+/// (its I/O now fails); [`fuse_unmount`] removes it.
+pub fn kill_helpers(target: &Path, timeout: Duration) -> Vec<i32> {
+    let target = fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+    let pids = helpers_serving(&target);
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let deadline = Instant::now() + timeout;
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+    pids
+}
+
 fn helpers_serving(target: &Path) -> Vec<i32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();

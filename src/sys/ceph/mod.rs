@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use cephfs::{CephFs, CloneStatus, SubvolumeInfo};
 pub use cluster::Cluster;
-pub use fuse::{ceph_fuse_mount, fuse_unmount, rbd_fuse_mount};
+pub use fuse::{ceph_fuse_mount, fuse_unmount, kill_helpers, rbd_fuse_mount};
 pub use rbd::{ChildImage, Locker, RbdPool, Snapshot, Watcher};
 
 /// How to reach a cluster.
