@@ -132,7 +132,10 @@ fn cephfs_shared_by_two_hosts(a: &Daemon, b: &Daemon) {
     let t = Instant::now();
     sa.create("shv", &[("size", "64M")]);
     println!("cephfs create: {:?}", t.elapsed());
-    assert!(sb.list_names().contains(&"shv".to_string()), "B lists A's volume");
+    assert!(
+        sb.list_names().contains(&"shv".to_string()),
+        "B lists A's volume"
+    );
     let status = &sb.get("shv")["Status"];
     assert_eq!(status["fsType"], "cephfs", "{status}");
     assert_eq!(status["sizeBytes"], 64 << 20, "{status}");
@@ -147,38 +150,57 @@ fn cephfs_shared_by_two_hosts(a: &Daemon, b: &Daemon) {
     assert_eq!(seen, b"written on A");
     // B writes too: both hosts are writers of a shared filesystem.
     write_file(&pb.join("from-b"), b"written on B");
-    assert_eq!(std::fs::read(pa.join("from-b")).expect("read on A"), b"written on B");
+    assert_eq!(
+        std::fs::read(pa.join("from-b")).expect("read on A"),
+        b"written on B"
+    );
 
     // Quota: 64 MiB, which df shows exactly. Writing on, 1 MiB at a time
     // with fdatasync, must fail with EDQUOT. CephFS quotas are enforced
     // by the client from usage the MDS reports with a lag, so more than
     // the quota can land first (documented in docs/ceph.md).
     let st = nix::sys::statvfs::statvfs(&pa).expect("statvfs");
-    assert_eq!(st.blocks() * st.fragment_size(), 64 << 20, "df of the volume");
+    assert_eq!(
+        st.blocks() * st.fragment_size(),
+        64 << 20,
+        "df of the volume"
+    );
     let (written, err) = fill(&pa.join("big"), 512);
     println!("cephfs quota: {err} after {} MiB", written >> 20);
     assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{err}");
-    assert!(written <= 256 << 20, "quota enforced only after {written} bytes");
+    assert!(
+        written <= 256 << 20,
+        "quota enforced only after {written} bytes"
+    );
     std::fs::remove_file(pa.join("big")).expect("rm big");
     // The space comes back once the MDS has purged the file and told the
     // client.
     let t = Instant::now();
     while std::fs::write(pa.join("probe"), b"x").is_err() {
-        assert!(t.elapsed() < Duration::from_secs(60), "quota space never came back");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "quota space never came back"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     println!("cephfs quota space back after {:?}", t.elapsed());
     std::fs::remove_file(pa.join("probe")).expect("rm probe");
 
     // Snapshot, then a clone from it and a clone of the live volume.
-    sa.ok("Berth.SnapshotCreate", json!({"Volume": "shv", "Name": "shv-s1"}));
+    sa.ok(
+        "Berth.SnapshotCreate",
+        json!({"Volume": "shv", "Name": "shv-s1"}),
+    );
     write_file(&pa.join("hello"), b"changed after the snapshot");
     // Snapshot records are kept by the host that took them (the data is
     // in Ceph): restore on A, copy the live volume on B.
     sa.create("shv-from-snap", &[("snapshotName", "shv-s1")]);
     sb.create("shv-copy", &[("volumeName", "shv")]);
     let p = sb.mount("shv-from-snap", None);
-    assert_eq!(std::fs::read(p.join("hello")).expect("read"), b"written on A");
+    assert_eq!(
+        std::fs::read(p.join("hello")).expect("read"),
+        b"written on A"
+    );
     sb.unmount("shv-from-snap", None);
     let p = sa.mount("shv-copy", None);
     assert_eq!(
@@ -195,7 +217,11 @@ fn cephfs_shared_by_two_hosts(a: &Daemon, b: &Daemon) {
     for v in ["shv", "shv-from-snap", "shv-copy"] {
         sb.remove(v);
     }
-    assert!(sa.list_names().is_empty(), "A still lists {:?}", sa.list_names());
+    assert!(
+        sa.list_names().is_empty(),
+        "A still lists {:?}",
+        sa.list_names()
+    );
 }
 
 /// 2. rbd: A writes; B without preempt is refused naming A; with preempt
@@ -221,7 +247,10 @@ fn rbd_single_writer_with_preemption(c: &CephCluster, a: &Daemon, b: &Daemon) {
     let pb = bb.mount("blk", Some("ctr-b"));
     let handover = t.elapsed();
     println!("rbd preempt hand-over: {handover:?}");
-    assert!(handover < Duration::from_secs(5), "hand-over took {handover:?}");
+    assert!(
+        handover < Duration::from_secs(5),
+        "hand-over took {handover:?}"
+    );
     assert_eq!(std::fs::read(pb.join("data")).expect("read on B"), data);
 
     // A still has its mount, but its rbd-fuse is blocklisted: a write
@@ -305,14 +334,14 @@ fn unreachable_cluster_is_reported(c: &CephCluster) {
         "VolumeDriver.Create",
         json!({"Name": "x", "Opts": {"size": "1"}}),
     );
-    assert!(e.contains("unreachable") && e.contains("missing.conf"), "{e}");
+    assert!(
+        e.contains("unreachable") && e.contains("missing.conf"),
+        "{e}"
+    );
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     // The loop service of the same berthd works.
     d.client("berth").create("fine", &[("size", "64M")]);
-    let st = d
-        .client("berth")
-        .ok("Berth.Status", json!({}))["Services"]
-        .clone();
+    let st = d.client("berth").ok("Berth.Status", json!({}))["Services"].clone();
     let dead = st
         .as_array()
         .expect("services")
@@ -321,7 +350,9 @@ fn unreachable_cluster_is_reported(c: &CephCluster) {
         .cloned()
         .expect("dead listed");
     assert!(
-        dead["Problem"].as_str().is_some_and(|p| p.contains("unreachable")),
+        dead["Problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("unreachable")),
         "{dead}"
     );
     d.client("berth").remove("fine");
@@ -353,7 +384,13 @@ fn ceph_docker_end_to_end() {
     let dir_s = dir.to_string_lossy().into_owned();
     let out = common::ceph::host_cmd(
         HOST_A,
-        &[script, &dir_s, env!("CARGO_BIN_EXE_berthd"), &conf, &keyring],
+        &[
+            script,
+            &dir_s,
+            env!("CARGO_BIN_EXE_berthd"),
+            &conf,
+            &keyring,
+        ],
     )
     .output()
     .expect("run docker-ceph.sh");
