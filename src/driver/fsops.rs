@@ -1,5 +1,9 @@
 //! Filesystem operations on a block image (a loop image, or an RBD image
-//! seen as a file through rbd-fuse): make a filesystem, grow it offline.
+//! seen as a file through rbd-fuse): make a filesystem, check it, grow it
+//! offline or mounted. Shared by the loop and rbd drivers.
+//!
+//! The failpoints keep the names of the loop driver that introduced them
+//! (`loop.mkfs`, `loop.check_fs`, `loop.grow_fs`; docs/robustness.md).
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +13,7 @@ use crate::volume::FsType;
 
 /// Makes a `fs` filesystem on `image` (a file or a device).
 pub fn mkfs(fs: FsType, image: &Path, timeout: Duration) -> SysResult<()> {
+    failpoint!("loop.mkfs");
     let img = image.to_string_lossy();
     match fs {
         // nodiscard: the image is sparse already; lazy init keeps mkfs at
@@ -30,50 +35,38 @@ pub fn mkfs(fs: FsType, image: &Path, timeout: Duration) -> SysResult<()> {
     .map(|_| ())
 }
 
-/// Grows the unmounted `fs` filesystem on `image` to fill it. ext4 grows
-/// in place; xfs and btrfs only grow while mounted, so they are mounted
-/// privately at `scratch` (created and removed here) for the moment.
-pub fn grow_offline(fs: FsType, image: &Path, scratch: &Path, timeout: Duration) -> SysResult<()> {
+/// `e2fsck -f <mode>` on an unmounted ext4 image; exit 1 (something
+/// fixed) and 2 (fixed, reboot advised: irrelevant for an image) are
+/// success.
+pub fn check_ext4(image: &Path, mode: &str, timeout: Duration) -> SysResult<()> {
+    failpoint!("loop.check_fs");
     let img = image.to_string_lossy();
-    match fs {
-        FsType::Ext4 => {
-            // resize2fs insists on a freshly checked filesystem. e2fsck -p
-            // exits 1 when it fixed something: still fine.
-            match cmd::run("e2fsck", &["-f", "-p", &img], timeout) {
-                Ok(_) => {}
-                Err(SysError::Command { outcome, .. }) if outcome.contains("exit status: 1)") => {}
-                Err(e) => return Err(e),
-            }
-            cmd::run("resize2fs", &[&img], timeout).map(|_| ())
+    match cmd::run("e2fsck", &["-f", mode, &img], timeout) {
+        Ok(_) => Ok(()),
+        Err(SysError::Command { outcome, .. })
+            if outcome.contains("exit status: 1)") || outcome.contains("exit status: 2)") =>
+        {
+            Ok(())
         }
-        FsType::Xfs | FsType::Btrfs => {
-            fsutil::ensure_dir(scratch, 0o700)?;
-            let attached = match loopdev::attach(image) {
-                Ok(a) => a,
-                Err(e) => {
-                    let _ = std::fs::remove_dir(scratch);
-                    return Err(e);
-                }
-            };
-            let data = if fs == FsType::Xfs { "nouuid" } else { "" };
-            if let Err(e) = mounts::mount(attached.path(), scratch, fs.as_str(), data) {
-                let _ = attached.detach();
-                let _ = std::fs::remove_dir(scratch);
-                return Err(e);
-            }
-            let grown = grow_mounted(fs, attached.path(), scratch, timeout);
-            drop(attached);
-            let unmounted = mounts::unmount(scratch);
-            let _ = std::fs::remove_dir(scratch);
-            grown?;
-            unmounted.map(|_| ())
-        }
+        Err(e) => Err(e),
     }
+}
+
+/// `resize2fs` on an unmounted ext4 image: to the image's size, or to
+/// `bytes`.
+pub fn resize2fs_image(image: &Path, bytes: Option<u64>, timeout: Duration) -> SysResult<()> {
+    failpoint!("loop.grow_fs");
+    let img = image.to_string_lossy();
+    let size = bytes.map(|b| format!("{}K", b / 1024));
+    let mut args = vec![img.as_ref()];
+    args.extend(size.as_deref());
+    cmd::run("resize2fs", &args, timeout).map(|_| ())
 }
 
 /// Grows a mounted filesystem (`device` mounted at `target`) to fill its
 /// device.
 pub fn grow_mounted(fs: FsType, device: &Path, target: &Path, timeout: Duration) -> SysResult<()> {
+    failpoint!("loop.grow_fs");
     let dev = device.to_string_lossy();
     let tgt = target.to_string_lossy();
     match fs {
@@ -82,4 +75,66 @@ pub fn grow_mounted(fs: FsType, device: &Path, target: &Path, timeout: Duration)
         FsType::Btrfs => cmd::run("btrfs", &["filesystem", "resize", "max", &tgt], timeout),
     }
     .map(|_| ())
+}
+
+/// Where [`grow_offline`] failed.
+#[derive(Debug)]
+pub struct GrowError {
+    /// The step ("check filesystem", "grow filesystem", …).
+    pub step: &'static str,
+    /// The cause.
+    pub source: SysError,
+}
+
+/// Grows the unmounted `fs` filesystem on `image` to fill it. ext4 grows
+/// in place; xfs and btrfs only grow while mounted, so they are mounted
+/// privately at `scratch` (created and removed here) for the moment.
+pub fn grow_offline(
+    fs: FsType,
+    image: &Path,
+    scratch: &Path,
+    timeout: Duration,
+) -> Result<(), GrowError> {
+    let at = |step| move |source| GrowError { step, source };
+    match fs {
+        FsType::Ext4 => {
+            // resize2fs insists on a freshly checked filesystem.
+            check_ext4(image, "-p", timeout).map_err(at("check filesystem"))?;
+            resize2fs_image(image, None, timeout).map_err(at("grow filesystem"))
+        }
+        FsType::Xfs | FsType::Btrfs => {
+            fsutil::ensure_dir(scratch, 0o700).map_err(at("create temporary mount point"))?;
+            let attached = match loopdev::attach(image) {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = std::fs::remove_dir(scratch);
+                    return Err(at("attach loop device")(e));
+                }
+            };
+            let data = if fs == FsType::Xfs { "nouuid" } else { "" };
+            if let Err(e) = mounts::mount(attached.path(), scratch, fs.as_str(), data) {
+                let _ = attached.detach();
+                let _ = std::fs::remove_dir(scratch);
+                return Err(at("mount to grow")(e));
+            }
+            let grown = grow_mounted(fs, attached.path(), scratch, timeout);
+            drop(attached);
+            // The private mount must go whatever happens: a plain unmount,
+            // else a lazy one (nobody else uses it).
+            let unmounted = mounts::unmount(scratch)
+                .map(|_| ())
+                .or_else(|_| mounts::detach_lazily(scratch));
+            let _ = std::fs::remove_dir(scratch);
+            grown.map_err(at("grow filesystem"))?;
+            // The filesystem has grown: the image must keep its new size
+            // now, so an unmount failure is not the resize's.
+            if let Err(e) = unmounted {
+                tracing::warn!(
+                    "could not unmount {} after growing (removed at the next start): {e}",
+                    scratch.display()
+                );
+            }
+            Ok(())
+        }
+    }
 }

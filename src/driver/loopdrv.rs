@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use super::{CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress, DEFAULT_POOL};
+use super::{
+    fsops, CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress, DEFAULT_POOL,
+};
 use crate::state::{MountRecord, Phase, SnapshotRecord, VolumeRecord, RESIZING_KEY};
 use crate::sys::reflink::{self, CopyMethod};
-use crate::sys::{caps, cmd, fsutil, loopdev, mounts, mounts::MountTable, SysError};
+use crate::sys::{caps, fsutil, loopdev, mounts, mounts::MountTable, SysError};
 use crate::volume::{human_bytes, FsType};
 
 /// Key of the image path in `driver_data`.
@@ -188,100 +190,11 @@ impl LoopDriver {
         Ok((method, frozen_for))
     }
 
-    fn grow_fs_tool(&self, fs: FsType, device: &Path, target: &Path) -> Result<(), SysError> {
-        failpoint!("loop.grow_fs");
-        let dev = device.to_string_lossy();
-        let tgt = target.to_string_lossy();
-        match fs {
-            FsType::Ext4 => cmd::run("resize2fs", &[&dev], self.timeout),
-            FsType::Xfs => cmd::run("xfs_growfs", &[&tgt], self.timeout),
-            FsType::Btrfs => cmd::run(
-                "btrfs",
-                &["filesystem", "resize", "max", &tgt],
-                self.timeout,
-            ),
-        }
-        .map(|_| ())
-    }
-
     fn grow_offline(&self, rec: &VolumeRecord, image: &Path) -> DriverResult<()> {
-        match rec.fs_type {
-            FsType::Ext4 => {
-                // resize2fs insists on a freshly checked filesystem.
-                self.check_ext4(image, "-p")
-                    .map_err(|e| DriverError::sys(&rec.name, "check filesystem", e))?;
-                self.resize2fs_image(image, None)
-                    .map_err(|e| DriverError::sys(&rec.name, "grow filesystem", e))
-            }
-            FsType::Xfs | FsType::Btrfs => {
-                // Both grow only while mounted: mount privately, grow,
-                // unmount (the loop device autoclears).
-                let dir = image.parent().unwrap_or(&self.image_dir);
-                let target = dir.join(format!("{GROW_PREFIX}{}", rec.name));
-                fsutil::ensure_dir(&target, 0o700)
-                    .map_err(|e| DriverError::sys(&rec.name, "create temporary mount point", e))?;
-                let attached = match loopdev::attach(image) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        let _ = std::fs::remove_dir(&target);
-                        return Err(DriverError::sys(&rec.name, "attach loop device", e));
-                    }
-                };
-                let data = if rec.fs_type == FsType::Xfs {
-                    "nouuid"
-                } else {
-                    ""
-                };
-                if let Err(e) = mounts::mount(attached.path(), &target, rec.fs_type.as_str(), data)
-                {
-                    let _ = attached.detach();
-                    let _ = std::fs::remove_dir(&target);
-                    return Err(DriverError::sys(&rec.name, "mount to grow", e));
-                }
-                let grown = self.grow_fs_tool(rec.fs_type, attached.path(), &target);
-                drop(attached);
-                // The private mount must go whatever happens: a plain
-                // unmount, else a lazy one (nobody else uses it).
-                let unmounted = mounts::unmount(&target)
-                    .map(|_| ())
-                    .or_else(|_| mounts::detach_lazily(&target));
-                let _ = std::fs::remove_dir(&target);
-                grown.map_err(|e| DriverError::sys(&rec.name, "grow filesystem", e))?;
-                // The filesystem has grown: the image must keep its new
-                // size now, so an unmount failure is not the resize's.
-                if let Err(e) = unmounted {
-                    tracing::warn!(volume = %rec.name, "could not unmount {} after growing (removed at the next start): {e}", target.display());
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// `e2fsck -f <mode>` on an image; exit 1 (something fixed) and 2
-    /// (fixed, reboot advised: irrelevant for an image) are success.
-    fn check_ext4(&self, image: &Path, mode: &str) -> Result<(), SysError> {
-        failpoint!("loop.check_fs");
-        let img = image.to_string_lossy();
-        match cmd::run("e2fsck", &["-f", mode, &img], self.timeout) {
-            Ok(_) => Ok(()),
-            Err(SysError::Command { outcome, .. })
-                if outcome.contains("exit status: 1)") || outcome.contains("exit status: 2)") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `resize2fs` on an unmounted image: to the image's size, or to
-    /// `bytes`.
-    fn resize2fs_image(&self, image: &Path, bytes: Option<u64>) -> Result<(), SysError> {
-        failpoint!("loop.grow_fs");
-        let img = image.to_string_lossy();
-        let size = bytes.map(|b| format!("{}K", b / 1024));
-        let mut args = vec![img.as_ref()];
-        args.extend(size.as_deref());
-        cmd::run("resize2fs", &args, self.timeout).map(|_| ())
+        let dir = image.parent().unwrap_or(&self.image_dir);
+        let scratch = dir.join(format!("{GROW_PREFIX}{}", rec.name));
+        fsops::grow_offline(rec.fs_type, image, &scratch, self.timeout)
+            .map_err(|e| DriverError::sys(&rec.name, e.step, e.source))
     }
 
     /// Start-up: a resize cut by a crash (the record still carries
@@ -322,11 +235,11 @@ impl LoopDriver {
         if rec.fs_type == FsType::Ext4 {
             // A resize2fs cut in the middle leaves the filesystem marked
             // as having errors: check (and repair) it first.
-            self.check_ext4(image, "-y")?;
+            fsops::check_ext4(image, "-y", self.timeout)?;
             if fs_bytes(image, rec.fs_type).is_some_and(|b| b > rec.size) {
                 // The grow had finished: drop the new, still unused
                 // block groups again.
-                self.resize2fs_image(image, Some(rec.size))?;
+                fsops::resize2fs_image(image, Some(rec.size), self.timeout)?;
             }
         } else if let Some(b) = fs_bytes(image, rec.fs_type).filter(|b| *b > rec.size) {
             return Err(SysError::io(
@@ -340,29 +253,6 @@ impl LoopDriver {
             ));
         }
         fsutil::set_file_len(image, rec.size)
-    }
-
-    fn mkfs(&self, fs: FsType, image: &Path) -> Result<(), SysError> {
-        failpoint!("loop.mkfs");
-        let img = image.to_string_lossy();
-        match fs {
-            // nodiscard: the image is sparse already; lazy init keeps
-            // mkfs at a few ms whatever the size.
-            FsType::Ext4 => cmd::run(
-                "mkfs.ext4",
-                &[
-                    "-q",
-                    "-F",
-                    "-E",
-                    "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
-                    &img,
-                ],
-                self.timeout,
-            ),
-            FsType::Xfs => cmd::run("mkfs.xfs", &["-q", "-f", "-K", &img], self.timeout),
-            FsType::Btrfs => cmd::run("mkfs.btrfs", &["-q", "-f", "-K", &img], self.timeout),
-        }
-        .map(|_| ())
     }
 
     fn detach_all(&self, image: &Path) -> Result<(), SysError> {
@@ -518,7 +408,7 @@ impl Driver for LoopDriver {
                 }
                 _ => {
                     too_small(rec)?;
-                    self.mkfs(rec.fs_type, &image)
+                    fsops::mkfs(rec.fs_type, &image, self.timeout)
                         .map_err(|e| DriverError::sys(&rec.name, "make filesystem", e))
                 }
             }?;
@@ -709,7 +599,7 @@ impl Driver for LoopDriver {
                 .and_then(|d| d.set_capacity())
                 .map_err(|e| DriverError::sys(&rec.name, "update loop device capacity", e))
                 .and_then(|_| {
-                    self.grow_fs_tool(rec.fs_type, &m.device, &m.target)
+                    fsops::grow_mounted(rec.fs_type, &m.device, &m.target, self.timeout)
                         .map_err(|e| DriverError::sys(&rec.name, "grow mounted filesystem", e))
                 });
             if let Err(cause) = grown {

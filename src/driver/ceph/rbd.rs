@@ -701,7 +701,7 @@ impl Driver for RbdDriver {
             let file = self.expose(name)?;
             let scratch = self.fuse_root.join(format!(".grow-{name}"));
             let fs = fsops::grow_offline(rec.fs_type, &file, &scratch, self.timeout)
-                .map_err(|e| DriverError::sys(&rec.name, "grow filesystem", e));
+                .map_err(|e| DriverError::sys(&rec.name, e.step, e.source));
             let hidden = self.conceal(name);
             fs?;
             hidden?;
