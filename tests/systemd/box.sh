@@ -34,7 +34,7 @@ BOX_MIRROR=$(box_mirror)
 # Docker runs inside the machine: its volume mounts have to be in the
 # mount namespace where berthd mounts (nspawn's namespace is a slave of
 # the host's, so nothing mounted inside ever reaches a host dockerd).
-BOX_PACKAGES="systemd,systemd-sysv,dbus,init-system-helpers,e2fsprogs,docker.io,busybox-static"
+BOX_PACKAGES="systemd,systemd-sysv,dbus,init-system-helpers,e2fsprogs,docker.io,busybox-static,librados2,librbd1"
 BOX_DOCKER_CONFIG='{"storage-driver": "vfs", "iptables": false, "ip6tables": false, "bridge": "none"}'
 # Bump when the hooks below change.
 BOX_REV=1
