@@ -84,6 +84,27 @@ fn fill(path: &Path, max_mib: u64) -> (u64, std::io::Error) {
     }
 }
 
+/// Resident memory (kB) of each FUSE helper whose command line names
+/// `needle`.
+fn helper_rss(needle: &str) -> Vec<(String, u64)> {
+    common::ceph::processes_naming(needle)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("rbd-fuse") || cmd.contains("ceph-fuse"))
+        .filter_map(|(pid, cmd)| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let kb = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some((cmd.split_whitespace().next().unwrap_or("?").to_string(), kb))
+        })
+        .collect()
+}
+
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -146,6 +167,7 @@ fn cephfs_shared_by_two_hosts(a: &Daemon, b: &Daemon) {
     println!("cephfs first mount: {:?}", t.elapsed());
     let pb = sb.mount("shv", Some("task-b"));
     write_file(&pa.join("hello"), b"written on A");
+    println!("FUSE helpers on A (kB RSS): {:?}", helper_rss(&a.mount_dir().to_string_lossy()));
     let seen = std::fs::read(pb.join("hello")).expect("read on B");
     assert_eq!(seen, b"written on A");
     // B writes too: both hosts are writers of a shared filesystem.
@@ -238,6 +260,7 @@ fn rbd_single_writer_with_preemption(c: &CephCluster, a: &Daemon, b: &Daemon) {
     write_file(&pa.join("data"), &data);
     sh("sync");
 
+    println!("rbd helpers on A after writing 4 MiB (kB RSS): {:?}", helper_rss(&a.mount_dir().to_string_lossy()));
     let e = bb.err("VolumeDriver.Mount", json!({"Name": "blk", "ID": "ctr-b"}));
     assert!(e.contains("host-a") && e.contains("preempt"), "{e}");
     assert!(!common::is_mounted(&b.mount_dir().join("blk")));

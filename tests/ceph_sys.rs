@@ -48,7 +48,7 @@ macro_rules! cluster_cfg {
         match test_cfg() {
             Some(c) => c,
             None => {
-                eprintln!("SKIP: BERTH_TEST_CEPH_CONF is not set, no Ceph cluster to test against");
+                eprintln!("SKIP: BERTH_TEST_CEPH_CONF is not set, no Ceph cluster to test against (tests/ceph/sys-tests.sh starts one and runs these tests)");
                 return;
             }
         }
