@@ -167,7 +167,10 @@ fn cephfs_shared_by_two_hosts(a: &Daemon, b: &Daemon) {
     println!("cephfs first mount: {:?}", t.elapsed());
     let pb = sb.mount("shv", Some("task-b"));
     write_file(&pa.join("hello"), b"written on A");
-    println!("FUSE helpers on A (kB RSS): {:?}", helper_rss(&a.mount_dir().to_string_lossy()));
+    println!(
+        "FUSE helpers on A (kB RSS): {:?}",
+        helper_rss(&a.mount_dir().to_string_lossy())
+    );
     let seen = std::fs::read(pb.join("hello")).expect("read on B");
     assert_eq!(seen, b"written on A");
     // B writes too: both hosts are writers of a shared filesystem.
@@ -260,7 +263,10 @@ fn rbd_single_writer_with_preemption(c: &CephCluster, a: &Daemon, b: &Daemon) {
     write_file(&pa.join("data"), &data);
     sh("sync");
 
-    println!("rbd helpers on A after writing 4 MiB (kB RSS): {:?}", helper_rss(&a.mount_dir().to_string_lossy()));
+    println!(
+        "rbd helpers on A after writing 4 MiB (kB RSS): {:?}",
+        helper_rss(&a.mount_dir().to_string_lossy())
+    );
     let e = bb.err("VolumeDriver.Mount", json!({"Name": "blk", "ID": "ctr-b"}));
     assert!(e.contains("host-a") && e.contains("preempt"), "{e}");
     assert!(!common::is_mounted(&b.mount_dir().join("blk")));

@@ -215,3 +215,92 @@ type = "io1"
     Settings::from_str_with_source("[volume.create.default]\ntype = \"default\"\n", None)
         .expect("default pool");
 }
+
+#[cfg(feature = "ceph")]
+#[test]
+fn ceph_services_have_defaults_and_named_errors() {
+    let s = Settings::from_str_with_source(
+        "[services.shared]\ndriver = \"cephfs\"\n[services.block]\ndriver = \"rbd\"\n[services.block.ceph]\nconf = \"/c/ceph.conf\"\nclient = \"client.berth\"\nhost = \"node1\"\npool = \"vols\"\ntimeout = \"5s\"\n",
+        None,
+    )
+    .expect("valid");
+    let shared = &s.services["shared"];
+    assert_eq!(shared.scope, Scope::Global, "Ceph volumes are global");
+    match &shared.driver {
+        DriverSettings::Cephfs {
+            ceph,
+            filesystem,
+            group,
+        } => {
+            assert_eq!(ceph.conf, Path::new("/etc/ceph/ceph.conf"));
+            assert_eq!(ceph.client, "admin");
+            assert_eq!(ceph.timeout, Duration::from_secs(30));
+            assert_eq!((filesystem.as_str(), group.as_str()), ("cephfs", "berth"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &s.services["block"].driver {
+        DriverSettings::Rbd { ceph, pool } => {
+            assert_eq!(ceph.client, "berth", "client. prefix dropped");
+            assert_eq!(ceph.host, "node1");
+            assert_eq!(ceph.timeout, Duration::from_secs(5));
+            assert_eq!(pool, "vols");
+        }
+        other => panic!("{other:?}"),
+    }
+    let local =
+        Settings::from_str_with_source("[services.x]\ndriver = \"rbd\"\nscope = \"local\"\n", None)
+            .expect("valid");
+    assert_eq!(
+        local.services["x"].scope,
+        Scope::Local,
+        "scope can be overridden"
+    );
+    for (text, key) in [
+        (
+            "[services.x]\ndriver = \"rbd\"\n[services.x.ceph]\nconf = \"rel/ceph.conf\"\n",
+            "services.x.ceph.conf",
+        ),
+        (
+            "[services.x]\ndriver = \"rbd\"\n[services.x.ceph]\nfilesystem = \"fs\"\n",
+            "services.x.ceph",
+        ),
+        (
+            "[services.x]\ndriver = \"cephfs\"\n[services.x.ceph]\npool = \"p\"\n",
+            "services.x.ceph.pool",
+        ),
+        (
+            "[services.x]\ndriver = \"rbd\"\n[services.x.ceph]\ntimeout = \"soon\"\n",
+            "services.x.ceph.timeout",
+        ),
+        (
+            "[services.x]\ndriver = \"rbd\"\n[services.x.ceph]\nhost = \"a b\"\n",
+            "services.x.ceph.host",
+        ),
+        (
+            "[services.x]\ndriver = \"rbd\"\nimage_dir = \"/i\"\n",
+            "services.x",
+        ),
+        (
+            "[services.x]\ndriver = \"loop\"\n[services.x.ceph]\npool = \"p\"\n",
+            "services.x.ceph",
+        ),
+        (
+            "[services.x]\ndriver = \"rbd\"\n[services.x.ceph]\nmonitors = \"m\"\n",
+            "monitors",
+        ),
+    ] {
+        let e = err_of(text);
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}
+
+#[cfg(not(feature = "ceph"))]
+#[test]
+fn ceph_drivers_need_the_feature() {
+    let e = err_of("[services.x]\ndriver = \"rbd\"\n");
+    assert!(
+        e.contains("services.x.driver") && e.contains("without Ceph support"),
+        "{e}"
+    );
+}
