@@ -217,9 +217,15 @@ fn cephfs_shared_by_two_hosts(a: &Daemon, b: &Daemon) {
         json!({"Volume": "shv", "Name": "shv-s1"}),
     );
     write_file(&pa.join("hello"), b"changed after the snapshot");
-    // Snapshot records are kept by the host that took them (the data is
-    // in Ceph): restore on A, copy the live volume on B.
-    sa.create("shv-from-snap", &[("snapshotName", "shv-s1")]);
+    // The snapshot taken on A is listed on B, and B restores from it.
+    let listed = sb.ok("Berth.SnapshotList", json!({}));
+    assert!(
+        listed["Snapshots"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["Name"] == "shv-s1")),
+        "B lists A's snapshot: {listed}"
+    );
+    sb.create("shv-from-snap", &[("snapshotName", "shv-s1")]);
     sb.create("shv-copy", &[("volumeName", "shv")]);
     let p = sb.mount("shv-from-snap", None);
     assert_eq!(
@@ -238,7 +244,13 @@ fn cephfs_shared_by_two_hosts(a: &Daemon, b: &Daemon) {
     sb.unmount("shv", Some("task-b"));
     let e = sb.err("VolumeDriver.Remove", json!({"Name": "shv"}));
     assert!(e.contains("shv") && e.contains("snapshot"), "{e}");
-    sa.ok("Berth.SnapshotRemove", json!({"Name": "shv-s1"}));
+    // Removed on B, the snapshot taken on A.
+    sb.ok("Berth.SnapshotRemove", json!({"Name": "shv-s1"}));
+    let listed = sa.ok("Berth.SnapshotList", json!({}));
+    assert!(
+        listed["Snapshots"].as_array().is_some_and(|a| a.is_empty()),
+        "A no longer lists it: {listed}"
+    );
     for v in ["shv", "shv-from-snap", "shv-copy"] {
         sb.remove(v);
     }

@@ -339,6 +339,9 @@ async fn dispatch(
             } else {
                 decode_or_answer!(SnapshotListRequest, path, body)
             };
+            if let Err(e) = svc.refresh().await {
+                return response::service_error(&e);
+            }
             answer(svc.snapshot_list(r.volume.as_deref()), |v| {
                 SnapshotListResponse {
                     snapshots: v.iter().map(snapshot_of).collect(),
@@ -348,6 +351,9 @@ async fn dispatch(
         }
         Route::SnapshotInspect => {
             let r = decode_or_answer!(NameRequest, path, body);
+            if let Err(e) = svc.refresh().await {
+                return response::service_error(&e);
+            }
             answer(svc.snapshot_get(&r.name), |v| SnapshotResponse {
                 snapshot: Some(snapshot_of(&v)),
                 err: String::new(),

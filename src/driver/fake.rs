@@ -32,6 +32,14 @@ pub struct FakeState {
 /// A catalog shared by several fakes: "hosts" of one cluster.
 pub type SharedCatalog = std::sync::Arc<Mutex<BTreeMap<String, VolumeRecord>>>;
 
+/// Snapshots of a shared catalog, by name (kept apart from volumes).
+static SHARED_SNAPSHOTS: Mutex<BTreeMap<usize, BTreeMap<String, SnapshotRecord>>> =
+    Mutex::new(BTreeMap::new());
+
+fn catalog_key(c: &SharedCatalog) -> usize {
+    std::sync::Arc::as_ptr(c) as usize
+}
+
 /// The fake driver.
 #[derive(Debug, Default)]
 pub struct FakeDriver {
@@ -101,7 +109,14 @@ impl Driver for FakeDriver {
                 rec.fs_type = v.fs_type;
             }
             Some(CreateSource::Snapshot(sn)) => {
-                if !s.snapshots.contains(sn.name.as_str()) {
+                let in_shared = self.shared.as_ref().is_some_and(|c| {
+                    SHARED_SNAPSHOTS
+                        .lock()
+                        .expect("snapshots")
+                        .get(&catalog_key(c))
+                        .is_some_and(|m| m.contains_key(sn.name.as_str()))
+                });
+                if !s.snapshots.contains(sn.name.as_str()) && !in_shared {
                     return Err(DriverError::Conflict {
                         volume: rec.name.to_string(),
                         reason: format!("snapshot {} has no storage", sn.name),
@@ -139,6 +154,19 @@ impl Driver for FakeDriver {
     }
     fn shared_catalog(&self) -> bool {
         self.shared.is_some()
+    }
+    fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
+        Ok(self
+            .shared
+            .as_ref()
+            .and_then(|c| {
+                SHARED_SNAPSHOTS
+                    .lock()
+                    .expect("snapshots")
+                    .get(&catalog_key(c))
+                    .map(|m| m.values().cloned().collect())
+            })
+            .unwrap_or_default())
     }
     fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
         drop(self.step("catalog_list", "*")?);
@@ -206,11 +234,30 @@ impl Driver for FakeDriver {
         progress.set(rec.size, rec.size);
         s.snapshots.insert(snap.name.to_string());
         snap.driver_data.insert("fake".into(), "1".into());
+        if let Some(c) = &self.shared {
+            let mut shown = snap.clone();
+            shown.phase = crate::state::Phase::Ready;
+            SHARED_SNAPSHOTS
+                .lock()
+                .expect("snapshots")
+                .entry(catalog_key(c))
+                .or_default()
+                .insert(snap.name.to_string(), shown);
+        }
         Ok(())
     }
     fn remove_snapshot(&self, snap: &SnapshotRecord) -> DriverResult<()> {
         let mut s = self.step("remove_snapshot", snap.name.as_str())?;
         s.snapshots.remove(snap.name.as_str());
+        if let Some(c) = &self.shared {
+            if let Some(m) = SHARED_SNAPSHOTS
+                .lock()
+                .expect("snapshots")
+                .get_mut(&catalog_key(c))
+            {
+                m.remove(snap.name.as_str());
+            }
+        }
         Ok(())
     }
     fn resize(&self, rec: &VolumeRecord, new_size: u64) -> DriverResult<()> {

@@ -249,6 +249,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// Every snapshot in the shared catalog (drivers with
+    /// [`Driver::shared_catalog`]), as records in phase Ready.
+    fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
+        Ok(Vec::new())
+    }
+
     /// Why the backend cannot serve right now (an unreachable cluster),
     /// for `STATUS=` and `berth status`; `None` when it can.
     fn health(&self) -> Option<String> {

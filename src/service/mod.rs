@@ -406,7 +406,7 @@ impl VolumeService {
             let mut sc = write(&self.snapshots);
             for rec in snaps {
                 let allocated = self.driver.snapshot_allocated(&rec);
-                sc.insert(rec.name.clone(), snapshot::SnapEntry { rec, allocated });
+                sc.insert(rec.name.clone(), snapshot::SnapEntry::new(rec, allocated));
             }
         }
         let mut cat = write(&self.catalog);
@@ -581,8 +581,62 @@ impl VolumeService {
             self.invalidate();
             info!(service = %self.name, volume = %name, "volume was removed on another host");
         }
+        let remote = self.learn_snapshots().await?;
+        let names: std::collections::BTreeSet<VolumeName> =
+            remote.iter().map(|r| r.name.clone()).collect();
+        let gone: Vec<VolumeName> = read(&self.snapshots)
+            .iter()
+            .filter(|(n, e)| !names.contains(*n) && e.since < started)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            let _g = self.ns.lock(&self.snap_key(&name)).await;
+            let drop_it = read(&self.snapshots)
+                .get(&name)
+                .is_some_and(|e| e.since < started && e.rec.phase == Phase::Ready);
+            if !drop_it {
+                continue;
+            }
+            let store = self.snap_store.clone();
+            let n = name.clone();
+            if let Err(e) = blocking(&name, move || store.delete(&n).map_err(state_err(&n))).await {
+                warn!(service = %self.name, snapshot = %name, "could not remove the record of a snapshot removed on another host: {e}");
+                continue;
+            }
+            write(&self.snapshots).remove(&name);
+            self.invalidate();
+            info!(service = %self.name, snapshot = %name, "snapshot was removed on another host");
+        }
         *synced = Some(Instant::now());
         Ok(())
+    }
+
+    /// Adds the snapshots of a shared catalog this host has not seen
+    /// (taken on other hosts); returns the whole remote list. Takes no
+    /// lock, so callers may hold name locks.
+    async fn learn_snapshots(&self) -> ServiceResult<Vec<SnapshotRecord>> {
+        if !self.shared {
+            return Ok(Vec::new());
+        }
+        let driver = self.driver.clone();
+        let label = format!("(snapshot catalog of service {})", self.name);
+        let remote = blocking(&label, move || Ok(driver.snapshot_catalog_list()?)).await?;
+        let mut added = false;
+        {
+            let mut snaps = write(&self.snapshots);
+            for rec in &remote {
+                if !snaps.contains_key(&rec.name) {
+                    let mut rec = rec.clone();
+                    rec.phase = Phase::Ready;
+                    snaps.insert(rec.name.clone(), snapshot::SnapEntry::new(rec, 0));
+                    added = true;
+                }
+            }
+        }
+        if added {
+            self.invalidate();
+        }
+        Ok(remote)
     }
 
     fn get_record(&self, name: &VolumeName) -> Option<VolumeRecord> {
@@ -732,9 +786,15 @@ impl VolumeService {
             volume: name.to_string(),
             source: OptionError(msg),
         };
-        if let Some(SourceRef::VolumeName(n)) = &spec.source {
+        match &spec.source {
             // A source made on another host (shared catalogs).
-            self.known(n).await?;
+            Some(SourceRef::VolumeName(n)) => {
+                self.known(n).await?;
+            }
+            Some(SourceRef::SnapshotName(_) | SourceRef::SnapshotId(_)) => {
+                self.learn_snapshots().await?;
+            }
+            _ => {}
         }
         let source = match &spec.source {
             Some(src) => Some((src.clone(), self.resolve_source(name, src)?)),

@@ -23,6 +23,18 @@ use crate::volume::{human_bytes, parse_size, NameError, VolumeName, MAX_NAME_LEN
 pub(super) struct SnapEntry {
     pub(super) rec: SnapshotRecord,
     pub(super) allocated: u64,
+    /// When this host made or learnt of it (see the volumes' `Entry`).
+    pub(super) since: Instant,
+}
+
+impl SnapEntry {
+    pub(super) fn new(rec: SnapshotRecord, allocated: u64) -> Self {
+        SnapEntry {
+            rec,
+            allocated,
+            since: Instant::now(),
+        }
+    }
 }
 
 /// A long operation in flight.
@@ -269,6 +281,8 @@ impl VolumeService {
                 ),
             });
         }
+        // A snapshot of that name taken on another host (shared catalogs).
+        self.learn_snapshots().await?;
         if let Some(existing) = self.get_snapshot(&sname) {
             return Err(ServiceError::Snapshot {
                 snapshot: sname.to_string(),
@@ -340,7 +354,7 @@ impl VolumeService {
             mounted, copy = rec.driver_data.get("copyMethod").map(String::as_str).unwrap_or(""),
             frozen_us = rec.driver_data.get("frozenMicros").map(String::as_str).unwrap_or(""),
             duration_ms = started.elapsed().as_millis() as u64, "snapshot taken");
-        let entry = SnapEntry { rec, allocated };
+        let entry = SnapEntry::new(rec, allocated);
         let view = self.snap_view(&entry);
         write(&self.snapshots).insert(sname, entry);
         self.invalidate();
@@ -378,6 +392,9 @@ impl VolumeService {
     pub async fn snapshot_remove(&self, name: &str) -> ServiceResult<()> {
         let sname = snapshot_name(name)?;
         let _g = self.ns.lock(&self.snap_key(&sname)).await;
+        if self.get_snapshot(&sname).is_none() {
+            self.learn_snapshots().await?;
+        }
         let mut rec = self
             .get_snapshot(&sname)
             .ok_or_else(|| ServiceError::SnapshotNotFound(sname.to_string()))?;

@@ -745,3 +745,48 @@ async fn unreachable_shared_catalog_is_a_clear_error() {
     let e = b.svc.refresh().await.expect_err("injected");
     assert!(e.to_string().contains("fake-catalog_list"), "{e}");
 }
+
+#[tokio::test]
+async fn snapshots_of_a_shared_catalog_are_seen_by_every_host() {
+    let catalog = crate::driver::fake::SharedCatalog::default();
+    let (a, b) = shared_pair(&catalog);
+    a.svc.create("v", &no_opts()).await.expect("create on A");
+    a.svc
+        .snapshot_create("v", "s1")
+        .await
+        .expect("snapshot on A");
+    // B lists it, restores from it, refuses the same name.
+    b.svc.refresh().await.expect("refresh");
+    let names: Vec<String> = b
+        .svc
+        .snapshot_list(None)
+        .expect("list")
+        .iter()
+        .map(|s| s.record.name.to_string())
+        .collect();
+    assert_eq!(names, vec!["s1"]);
+    let e = b
+        .svc
+        .snapshot_create("v", "s1")
+        .await
+        .expect_err("taken on A");
+    assert!(e.to_string().contains("already exists"), "{e}");
+    let mut o = no_opts();
+    o.insert("snapshotName".into(), "s1".into());
+    b.svc.create("from-s1", &o).await.expect("restore on B");
+    // A snapshot taken on A after B's last listing is found by a create.
+    a.svc
+        .snapshot_create("v", "s2")
+        .await
+        .expect("snapshot s2 on A");
+    o.insert("snapshotName".into(), "s2".into());
+    b.svc
+        .create("from-s2", &o)
+        .await
+        .expect("restore s2 on B without a listing");
+    // Removed on B: gone on A at its next listing.
+    b.svc.snapshot_remove("s1").await.expect("remove on B");
+    a.svc.refresh().await.expect("refresh A");
+    assert!(a.svc.snapshot_get("s1").is_err(), "removed elsewhere");
+    assert!(a.svc.snapshot_get("s2").is_ok());
+}

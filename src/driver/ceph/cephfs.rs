@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::{decode, encode, remove_dir_quietly, Backend, META_KEY};
+use super::{
+    decode, encode, encode_snapshot, remove_dir_quietly, snapshots_in, Backend, META_KEY,
+    SNAP_META_PREFIX,
+};
 use crate::driver::{CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress};
 use crate::state::{MountRecord, SnapshotRecord, VolumeRecord};
 use crate::sys::ceph::{self as sysceph, CephFs};
@@ -303,6 +306,27 @@ impl Driver for CephfsDriver {
         }
     }
 
+    fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
+        let fs = self.subvolumes("(catalog)")?;
+        let names = match fs.list() {
+            Ok(n) => n,
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
+            Err(e) => return Err(self.b.fail("(catalog)", "list subvolumes", e)),
+        };
+        let mut out = Vec::new();
+        for n in names {
+            if VolumeName::parse(&n).is_err() {
+                continue;
+            }
+            match fs.metadata_list(&n) {
+                Ok(meta) => out.extend(snapshots_in(&self.fs, &n, &meta)),
+                Err(e) if e.errno() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(self.b.fail(&n, "read snapshot metadata", e)),
+            }
+        }
+        Ok(out)
+    }
+
     fn health(&self) -> Option<String> {
         self.b.problem()
     }
@@ -334,6 +358,13 @@ impl Driver for CephfsDriver {
             })?;
         snap.driver_data
             .insert("subvolume".into(), rec.name.to_string());
+        let key = format!("{SNAP_META_PREFIX}{}", snap.name);
+        if let Err(e) = fs.metadata_set(rec.name.as_str(), &key, &encode_snapshot(snap)) {
+            let _ = fs.snapshot_remove(rec.name.as_str(), snap.name.as_str(), true);
+            return Err(self
+                .b
+                .fail(snap.name.as_str(), "store snapshot metadata", e));
+        }
         progress.set(rec.size, rec.size);
         Ok(())
     }
@@ -346,11 +377,20 @@ impl Driver for CephfsDriver {
             .unwrap_or_else(|| snap.volume.to_string());
         let fs = self.subvolumes(snap.name.as_str())?;
         match fs.snapshot_remove(&sub, snap.name.as_str(), false) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
+            Err(e) => {
+                return Err(self
+                    .b
+                    .fail(snap.name.as_str(), "remove subvolume snapshot", e))
+            }
+        }
+        match fs.metadata_remove(&sub, &format!("{SNAP_META_PREFIX}{}", snap.name)) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
             Err(e) => Err(self
                 .b
-                .fail(snap.name.as_str(), "remove subvolume snapshot", e)),
+                .fail(snap.name.as_str(), "remove snapshot metadata", e)),
         }
     }
 

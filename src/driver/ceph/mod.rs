@@ -23,11 +23,15 @@ use tracing::{info, warn};
 
 use super::{Driver, DriverError};
 use crate::config::{CephSettings, DriverSettings, Settings};
-use crate::state::VolumeRecord;
+use crate::state::{SnapshotRecord, VolumeRecord};
 use crate::sys::ceph::{CephConfig, CephError, Cluster};
 
 /// Metadata key holding a volume's record in Ceph.
 pub const META_KEY: &str = "berth.volume";
+
+/// Prefix of the metadata keys (on the snapshot's volume) holding the
+/// records of its snapshots: `berth.snapshot.<name>`.
+pub const SNAP_META_PREFIX: &str = "berth.snapshot.";
 
 /// How long a fenced client stays blocklisted. A blocklisted rbd-fuse's
 /// writes hang (they do not fail) and would land when the entry expires,
@@ -208,6 +212,36 @@ pub fn decode(service: &str, what: &str, text: &str) -> Option<VolumeRecord> {
             None
         }
     }
+}
+
+/// A snapshot's record as stored in Ceph.
+pub fn encode_snapshot(snap: &SnapshotRecord) -> String {
+    let mut shown = snap.clone();
+    shown.phase = crate::state::Phase::Ready;
+    serde_json::to_string(&shown).unwrap_or_default()
+}
+
+/// The snapshot records among a volume's metadata.
+pub fn snapshots_in(
+    service: &str,
+    volume: &str,
+    meta: &std::collections::BTreeMap<String, String>,
+) -> Vec<SnapshotRecord> {
+    meta.iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix(SNAP_META_PREFIX)?;
+            match serde_json::from_str::<SnapshotRecord>(v) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!(
+                        service,
+                        "snapshot {name} of {volume}: Berth metadata unreadable ({e}); not listed"
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// Removes an empty directory, ignoring errors (mount points).

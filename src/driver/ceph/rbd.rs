@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::{decode, encode, remove_dir_quietly, Backend, FENCE_DURATION, META_KEY};
+use super::{
+    decode, encode, encode_snapshot, remove_dir_quietly, snapshots_in, Backend, FENCE_DURATION,
+    META_KEY, SNAP_META_PREFIX,
+};
 use crate::driver::{
     fsops, CreateHow, CreateSource, Driver, DriverError, DriverResult, MountHow, Progress,
 };
@@ -625,6 +628,25 @@ impl Driver for RbdDriver {
         }
     }
 
+    fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
+        let pool = self.pool("(catalog)")?;
+        let images = pool
+            .list()
+            .map_err(|e| self.b.fail("(catalog)", "list images", e))?;
+        let mut out = Vec::new();
+        for img in images {
+            if VolumeName::parse(&img).is_err() {
+                continue;
+            }
+            match pool.meta_list(&img) {
+                Ok(meta) => out.extend(snapshots_in(&self.pool, &img, &meta)),
+                Err(e) if e.errno() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(self.b.fail(&img, "read snapshot metadata", e)),
+            }
+        }
+        Ok(out)
+    }
+
     fn health(&self) -> Option<String> {
         self.b.problem()
     }
@@ -665,6 +687,14 @@ impl Driver for RbdDriver {
         }
         snap.driver_data.insert("image".into(), name.to_string());
         snap.driver_data.insert("pool".into(), self.pool.clone());
+        let key = format!("{SNAP_META_PREFIX}{}", snap.name);
+        if let Err(e) = pool.meta_set(name, &key, &encode_snapshot(snap)) {
+            let _ = pool.snap_unprotect(name, snap.name.as_str());
+            let _ = pool.snap_remove(name, snap.name.as_str());
+            return Err(self
+                .b
+                .fail(snap.name.as_str(), "store snapshot metadata", e));
+        }
         progress.set(rec.size, rec.size);
         Ok(())
     }
@@ -678,9 +708,16 @@ impl Driver for RbdDriver {
         let pool = self.pool(snap.name.as_str())?;
         let _ = pool.snap_unprotect(&image, snap.name.as_str());
         match pool.snap_remove(&image, snap.name.as_str()) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(self.b.fail(snap.name.as_str(), "remove RBD snapshot", e)),
+        }
+        match pool.meta_remove(&image, &format!("{SNAP_META_PREFIX}{}", snap.name)) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(self.b.fail(snap.name.as_str(), "remove RBD snapshot", e)),
+            Err(e) => Err(self
+                .b
+                .fail(snap.name.as_str(), "remove snapshot metadata", e)),
         }
     }
 
