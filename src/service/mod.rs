@@ -896,6 +896,7 @@ impl VolumeService {
         }
         let driver = self.driver.clone();
         let store = self.store.clone();
+        let target = self.target_of(name);
         let overwrite_fs = spec.overwrite_fs;
         let fs_given = spec.fs_given;
         let n = name.clone();
@@ -929,6 +930,28 @@ impl VolumeService {
                 }),
                 progress: progress.as_deref(),
             };
+            // A record left by an interrupted create or remove whose
+            // clean-up failed at start-up (a Ceph image still had a
+            // watcher): its storage may still be there. Finish that
+            // clean-up first; overwriting the record (and deleting it when
+            // this create fails) would leak the storage for good.
+            if let Some(old) = store.load(&n).map_err(state_err(&n))? {
+                if old.phase != Phase::Ready {
+                    let adopted = old.phase == Phase::Creating
+                        && old.driver_data.get(ADOPTED_KEY).is_some_and(|v| v == "true");
+                    driver
+                        .unmount(&old, &target)
+                        .and_then(|_| if adopted { Ok(()) } else { driver.remove(&old) })
+                        .map_err(|e| ServiceError::Conflict {
+                            volume: n.to_string(),
+                            reason: format!(
+                                "an interrupted create or remove of it is not cleaned up yet ({e}); retry later"
+                            ),
+                        })?;
+                    store.delete(&n).map_err(state_err(&n))?;
+                    warn!(volume = %n, "an interrupted create or remove was found; its storage and record were removed");
+                }
+            }
             let mut rec = rec;
             let adopted = driver.storage_exists(&rec);
             if adopted {

@@ -276,6 +276,22 @@ impl<T: StoredRecord> Store<T> {
         Ok(())
     }
 
+    /// Reads the record of `name`; `None` when there is none.
+    pub fn load(&self, name: &VolumeName) -> Result<Option<T>, StateError> {
+        let path = self.path_of(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let fname = format!("{name}.json");
+        read_record::<T>(&path, &fname).map(Some).map_err(|b| {
+            StateError::Sys(SysError::io(
+                "read",
+                &b.path,
+                std::io::Error::other(b.reason),
+            ))
+        })
+    }
+
     /// Removes the record of `name` durably.
     pub fn delete(&self, name: &VolumeName) -> Result<(), StateError> {
         failpoint!("state.delete");

@@ -89,6 +89,27 @@ impl CephfsDriver {
         }
     }
 
+    /// Removes the temporary snapshots (`berth-clone-*`) of clones from
+    /// subvolume `name` that a crash interrupted: nothing else removes
+    /// them, and the subvolume cannot go while they are there. One with a
+    /// clone still pending is refused by Ceph and stays. Whether any went.
+    fn remove_clone_leftovers(&self, fs: &CephFs, name: &str) -> bool {
+        let Ok(snaps) = fs.snapshot_list(name) else {
+            return false;
+        };
+        let mut any = false;
+        for t in snaps.iter().filter(|s| s.starts_with("berth-clone-")) {
+            match fs.snapshot_remove(name, t, false) {
+                Ok(()) => {
+                    any = true;
+                    warn!(volume = %name, "removed temporary snapshot {t} left by an interrupted clone");
+                }
+                Err(e) => warn!(volume = %name, "could not remove temporary snapshot {t}: {e}"),
+            }
+        }
+        any
+    }
+
     fn save_meta(&self, fs: &CephFs, rec: &VolumeRecord) -> DriverResult<()> {
         fs.metadata_set(rec.name.as_str(), META_KEY, &encode(rec))
             .map_err(|e| self.b.fail(rec.name.as_str(), "store volume metadata", e))
@@ -194,7 +215,13 @@ impl Driver for CephfsDriver {
     fn remove(&self, rec: &VolumeRecord) -> DriverResult<()> {
         let name = rec.name.as_str();
         let fs = self.subvolumes(name)?;
-        match fs.remove(name, false) {
+        let mut removed = fs.remove(name, false);
+        if matches!(&removed, Err(e) if e.errno() == Some(libc::ENOTEMPTY))
+            && self.remove_clone_leftovers(&fs, name)
+        {
+            removed = fs.remove(name, false);
+        }
+        match removed {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
             Err(e) if e.errno() == Some(libc::ENOTEMPTY) => Err(DriverError::Conflict {

@@ -119,15 +119,21 @@ impl RbdDriver {
     }
 
     /// Whether another host took this host's lock on `name` (it was
-    /// preempted). Unknown (cluster unreachable) counts as no.
-    fn lost_lock(&self, name: &str) -> bool {
+    /// preempted). Unknown (cluster unreachable) counts as no. No lock at
+    /// all counts as taken only while the volume is `attached` here (it
+    /// had this host's lock): an image being created or removed has none
+    /// (the start-up clean-up of an interrupted create unmounts it too),
+    /// and its rbd-fuse must be stopped cleanly — a SIGKILLed one leaves
+    /// its watch on the image for the OSDs' watch timeout (30 s), and
+    /// `rbd remove` refuses the image (EBUSY) until then.
+    fn lost_lock(&self, name: &str, attached: bool) -> bool {
         let cookie = self.cookie();
         self.pool(name)
             .and_then(|p| {
                 p.lockers(name)
                     .map_err(|e| self.b.fail(name, "list lockers", e))
             })
-            .map(|ls| !ls.iter().any(|l| l.cookie == cookie))
+            .map(|ls| (attached || !ls.is_empty()) && !ls.iter().any(|l| l.cookie == cookie))
             .unwrap_or(false)
     }
 
@@ -416,11 +422,26 @@ impl Driver for RbdDriver {
         }
         match pool.snap_list(name) {
             Ok(snaps) => {
-                let user: Vec<String> = snaps
+                let (temp, user): (Vec<String>, Vec<String>) = snaps
                     .into_iter()
                     .map(|s| s.name)
-                    .filter(|s| !s.starts_with("berth-clone-"))
-                    .collect();
+                    .partition(|s| s.starts_with("berth-clone-"));
+                // Temporary snapshots of clones from this volume that a
+                // crash interrupted: nothing else removes them, and the
+                // image cannot go while they are there. One a clone still
+                // uses (another host copying now) cannot be unprotected
+                // and stays; the remove below then fails.
+                for t in &temp {
+                    let _ = pool.snap_unprotect(name, t);
+                    match pool.snap_remove(name, t) {
+                        Ok(()) => {
+                            warn!(volume = %name, "removed temporary snapshot {t} left by an interrupted clone")
+                        }
+                        Err(e) => {
+                            warn!(volume = %name, "could not remove temporary snapshot {t}: {e}")
+                        }
+                    }
+                }
                 if !user.is_empty() {
                     return Err(DriverError::Conflict {
                         volume: name.to_string(),
@@ -523,7 +544,10 @@ impl Driver for RbdDriver {
     fn unmount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<()> {
         let name = rec.name.as_str();
         lock(&self.held).remove(name);
-        let lost = self.lost_lock(name);
+        let attached = MountTable::read()
+            .map(|t| t.at(target).is_some())
+            .unwrap_or(true);
+        let lost = self.lost_lock(name, attached);
         if lost {
             // Fenced: its rbd-fuse hangs on writes that must never land.
             let killed = sysceph::kill_helpers(&self.fuse_dir(name), self.timeout);
