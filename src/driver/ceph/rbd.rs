@@ -48,6 +48,10 @@ pub struct RbdDriver {
     held: Arc<Mutex<BTreeSet<String>>>,
 }
 
+/// How long start-up (and a new attach) waits for a leftover rbd-fuse
+/// and its loop devices to go.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(5);
+
 /// How often a host checks that it still holds the locks of the volumes
 /// it has mounted.
 pub const LOCK_CHECK: Duration = Duration::from_secs(5);
@@ -151,14 +155,17 @@ impl RbdDriver {
         self.fuse_root.join(name)
     }
 
-    /// Shows image `name` as a file (rbd-fuse), reusing a running one.
+    /// Shows image `name` as a file (a fresh rbd-fuse) and returns its
+    /// path. Callers have no mount of the volume, so a running rbd-fuse
+    /// of it is a leftover.
     fn expose(&self, name: &str) -> DriverResult<PathBuf> {
         let dir = self.fuse_dir(name);
-        let file = dir.join(name);
         let table =
             MountTable::read().map_err(|e| DriverError::sys(&name, "read mount table", e))?;
-        if table.at(&dir).is_some() && file.exists() {
-            return Ok(file);
+        if table.at(&dir).is_some() {
+            // Left by an attach that did not finish (a crash): it may
+            // serve an image removed and made again since. Start afresh.
+            self.conceal(name, LEFTOVER_WAIT)?;
         }
         fsutil::ensure_dir(&dir, 0o700)
             .map_err(|e| DriverError::sys(&name, "create rbd-fuse directory", e))?;
@@ -170,10 +177,10 @@ impl RbdDriver {
 
     /// Stops showing image `name` as a file: waits for loop devices on it
     /// to let go, then unmounts rbd-fuse and waits for it to exit.
-    fn conceal(&self, name: &str) -> DriverResult<()> {
+    fn conceal(&self, name: &str, wait: Duration) -> DriverResult<()> {
         let dir = self.fuse_dir(name);
         let file = dir.join(name);
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + wait;
         loop {
             let devs = loopdev::find_by_backing_file(&file);
             if devs.is_empty() {
@@ -194,7 +201,7 @@ impl RbdDriver {
                             .collect::<Vec<_>>()
                             .join(", "),
                         file.display(),
-                        self.timeout
+                        wait
                     ),
                 });
             }
@@ -292,7 +299,7 @@ impl RbdDriver {
         let file = self.expose(name)?;
         let made = fsops::mkfs(rec.fs_type, &file, self.timeout)
             .map_err(|e| DriverError::sys(&rec.name, "make filesystem", e));
-        let hidden = self.conceal(name);
+        let hidden = self.conceal(name, self.timeout);
         made?;
         hidden
     }
@@ -506,7 +513,7 @@ impl Driver for RbdDriver {
             }
         };
         let undo_expose = || {
-            if let Err(e) = self.conceal(name) {
+            if let Err(e) = self.conceal(name, self.timeout) {
                 warn!(volume = %name, "rollback: {e}");
             }
             undo_lock();
@@ -562,7 +569,7 @@ impl Driver for RbdDriver {
             .map(|t| t.at(&self.fuse_dir(name)).is_some())
             .unwrap_or(true);
         if exposed {
-            self.conceal(name)?;
+            self.conceal(name, self.timeout)?;
         }
         if !lost {
             self.release(name);
@@ -598,7 +605,9 @@ impl Driver for RbdDriver {
                 continue;
             }
             if table.at(&e.path()).is_some() {
-                match self.conceal(&n) {
+                // Start-up must not wait long: a loop device stuck on a
+                // dead helper is reported, and retried at the next mount.
+                match self.conceal(&n, LEFTOVER_WAIT) {
                     Ok(()) => notes.push(format!(
                         "volume {n}: rbd-fuse was running with no mount using it; stopped it"
                     )),
@@ -763,7 +772,7 @@ impl Driver for RbdDriver {
             let scratch = self.fuse_root.join(format!(".grow-{name}"));
             let fs = fsops::grow_offline(rec.fs_type, &file, &scratch, self.timeout)
                 .map_err(|e| DriverError::sys(&rec.name, e.step, e.source));
-            let hidden = self.conceal(name);
+            let hidden = self.conceal(name, self.timeout);
             fs?;
             hidden?;
             let mut updated = rec.clone();
