@@ -466,6 +466,19 @@ impl Driver for RbdDriver {
         match pool.remove(name) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            Err(e) if e.errno() == Some(libc::EBUSY) => {
+                // Still open by a client that holds no lock (checked above):
+                // what a killed berthd or rbd-fuse of this host left behind,
+                // whose watch would linger for 30 s. Fence it and retry.
+                let fenced = self.fence(&pool, name)?;
+                warn!(volume = %name, fenced = %fenced.join(", "),
+                    "image still open by clients without a lock (left by a crash); blocklisted them to remove it");
+                match pool.remove(name) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+                    Err(e) => Err(self.b.fail(name, "remove image", e)),
+                }
+            }
             Err(e) => Err(self.b.fail(name, "remove image", e)),
         }
     }
