@@ -202,6 +202,10 @@ pub struct VolumeService {
     next_op: AtomicU64,
     /// The driver's catalog is shared between hosts.
     shared: bool,
+    /// When this host last removed a volume ("v:NAME") or snapshot
+    /// ("s:NAME"): a listing of the shared catalog fetched before then
+    /// must not bring it back.
+    removed: Mutex<BTreeMap<String, Instant>>,
     /// Serializes listings of the shared catalog; holds when the last
     /// one finished.
     synced: tokio::sync::Mutex<Option<Instant>>,
@@ -296,6 +300,7 @@ impl VolumeService {
             next_op: AtomicU64::new(1),
             shared: false,
             synced: tokio::sync::Mutex::new(None),
+            removed: Mutex::new(BTreeMap::new()),
         };
         let mut svc = svc;
         svc.shared = svc.driver.shared_catalog();
@@ -498,6 +503,26 @@ impl VolumeService {
         Ok(found)
     }
 
+    /// Notes that `key` ("v:NAME" or "s:NAME") was removed just now.
+    pub(super) fn note_removed(&self, key: String) {
+        if !self.shared {
+            return;
+        }
+        let mut m = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, t| t.elapsed() < std::time::Duration::from_secs(300));
+        m.insert(key, Instant::now());
+    }
+
+    /// Whether `key` was removed here after `fetched` (a listing from
+    /// before the removal).
+    pub(super) fn removed_after(&self, key: &str, fetched: Instant) -> bool {
+        self.removed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|t| *t >= fetched)
+    }
+
     /// Adds a volume of the shared catalog that this host had no record
     /// of. Nothing is written: a record appears when this host mounts it.
     fn learn(&self, mut rec: VolumeRecord) {
@@ -554,7 +579,10 @@ impl VolumeService {
                 .collect()
         };
         for rec in new {
-            self.learn(rec);
+            // Removed here while the listing was under way: not back.
+            if !self.removed_after(&format!("v:{}", rec.name), started) {
+                self.learn(rec);
+            }
         }
         let gone: Vec<VolumeName> = read(&self.catalog)
             .iter()
@@ -576,6 +604,7 @@ impl VolumeService {
                 warn!(service = %self.name, volume = %name, "could not remove the record of a volume removed on another host: {e}");
                 continue;
             }
+            self.note_removed(format!("v:{name}"));
             write(&self.catalog).remove(&name);
             self.ns.release(name.as_str(), &self.name);
             self.invalidate();
@@ -603,6 +632,7 @@ impl VolumeService {
                 warn!(service = %self.name, snapshot = %name, "could not remove the record of a snapshot removed on another host: {e}");
                 continue;
             }
+            self.note_removed(format!("s:{name}"));
             write(&self.snapshots).remove(&name);
             self.invalidate();
             info!(service = %self.name, snapshot = %name, "snapshot was removed on another host");
@@ -620,12 +650,15 @@ impl VolumeService {
         }
         let driver = self.driver.clone();
         let label = format!("(snapshot catalog of service {})", self.name);
+        let fetched = Instant::now();
         let remote = blocking(&label, move || Ok(driver.snapshot_catalog_list()?)).await?;
         let mut added = false;
         {
             let mut snaps = write(&self.snapshots);
             for rec in &remote {
-                if !snaps.contains_key(&rec.name) {
+                if !snaps.contains_key(&rec.name)
+                    && !self.removed_after(&format!("s:{}", rec.name), fetched)
+                {
                     let mut rec = rec.clone();
                     rec.phase = Phase::Ready;
                     snaps.insert(rec.name.clone(), snapshot::SnapEntry::new(rec, 0));
@@ -1058,6 +1091,7 @@ impl VolumeService {
         // On error the record says Removing and the next start finishes
         // the job; until then the volume stays visible.
         .await?;
+        self.note_removed(format!("v:{name}"));
         write(&self.catalog).remove(&name);
         self.ns.release(name.as_str(), &self.name);
         self.invalidate();

@@ -412,6 +412,7 @@ impl VolumeService {
         // On error the record says Removing and the next start finishes
         // the job; until then the snapshot stays listed.
         .await?;
+        self.note_removed(format!("s:{sname}"));
         write(&self.snapshots).remove(&sname);
         self.invalidate();
         let copies = read(&self.catalog)
