@@ -424,7 +424,8 @@ impl Driver for RbdDriver {
                     });
                 }
             }
-            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(()),
+            // Absent or not yet readable: the remove below tells.
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
             Err(e) => return Err(self.b.fail(name, "list lockers", e)),
         }
         match pool.snap_list(name) {
@@ -459,7 +460,7 @@ impl Driver for RbdDriver {
                     });
                 }
             }
-            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
             Err(e) => return Err(self.b.fail(name, "list snapshots", e)),
         }
         self.release(name);
