@@ -5,7 +5,7 @@
 # the environment; BERTH_TEST_SEED replays a run. Prints FIGURES lines.
 #
 #   sudo scripts/chaos-long.sh            # everything
-#   sudo scripts/chaos-long.sh chaos      # one part: chaos, hostile, load, faults, fuzz
+#   sudo scripts/chaos-long.sh chaos      # one part: chaos, hostile, load, faults, fuzz, ceph
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,7 @@ export BERTH_HOSTILE_REQUESTS="${BERTH_HOSTILE_REQUESTS:-1000000}"
 export BERTH_PRECHECK_CASES="${BERTH_PRECHECK_CASES:-2000000}"
 export BERTH_LOAD_ROUNDS="${BERTH_LOAD_ROUNDS:-10}"
 FUZZ_SECONDS="${BERTH_FUZZ_SECONDS:-1800}"
-parts=("${@:-chaos hostile load faults fuzz}")
+parts=("${@:-chaos hostile load faults fuzz ceph}")
 # shellcheck disable=SC2206
 parts=(${parts[*]})
 
@@ -23,6 +23,8 @@ run() { echo "== $*"; "$@"; }
 for part in "${parts[@]}"; do
     case "$part" in
     chaos) run cargo test --test chaos -- --nocapture ;;
+    ceph) BERTH_CEPH_CHAOS=1 BERTH_CEPH_CHAOS_KILLS="${BERTH_CEPH_CHAOS_KILLS:-100}" \
+        run cargo test --features ceph --test ceph_chaos -- --nocapture ;;
     hostile) run cargo test --test hostile -- --nocapture ;;
     load) run cargo test --test load -- --nocapture ;;
     faults) run cargo test --features failpoints --test faults -- --nocapture --test-threads=1 ;;
@@ -36,6 +38,6 @@ for part in "${parts[@]}"; do
         (cd fuzz && run cargo +nightly fuzz run request "$corpus" seeds/request -- \
             -dict=request.dict -max_total_time="$FUZZ_SECONDS" -print_final_stats=1)
         ;;
-    *) echo "unknown part $part (chaos, hostile, load, faults, fuzz)" >&2; exit 2 ;;
+    *) echo "unknown part $part (chaos, hostile, load, faults, fuzz, ceph)" >&2; exit 2 ;;
     esac
 done
