@@ -46,6 +46,10 @@ pub struct RbdDriver {
     /// Volumes mounted on this host: the lock watch checks that this host
     /// still holds them.
     held: Arc<Mutex<BTreeSet<String>>>,
+    /// Volumes between taking the lock and being mounted; held while a
+    /// start-up release of stale locks looks at a name, so it can never
+    /// break a lock a mount just took.
+    attaching: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// How long start-up (and a new attach) waits for a leftover rbd-fuse
@@ -67,6 +71,7 @@ impl RbdDriver {
             fuse_root,
             timeout,
             held: Arc::default(),
+            attaching: Arc::default(),
         };
         d.watch_locks();
         d
@@ -287,6 +292,133 @@ impl RbdDriver {
         if let Err(e) = done {
             warn!(volume = %name, "could not release the image lock (another host will need preempt): {e}");
         }
+    }
+
+    /// Start-up: releases this host's locks on `names` (volumes it does
+    /// not have mounted), left by a crash between locking and mounting. In
+    /// the background, so an unreachable cluster does not hold start-up;
+    /// a name a mount is attaching meanwhile is left alone.
+    fn release_stale_locks(&self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let b = self.b.clone();
+        let pool = self.pool.clone();
+        let cookie = self.cookie();
+        let held = self.held.clone();
+        let attaching = self.attaching.clone();
+        let _ = std::thread::Builder::new()
+            .name("rbd-stale-locks".into())
+            .spawn(move || {
+                let Ok(p) = b.cluster("(start-up)").and_then(|c| {
+                    c.rbd(&pool)
+                        .map_err(|e| b.fail("(start-up)", "open RBD pool", e))
+                }) else {
+                    return;
+                };
+                for name in names {
+                    let busy = lock(&attaching);
+                    if busy.contains(&name) || lock(&held).contains(&name) {
+                        continue;
+                    }
+                    let Ok(lockers) = p.lockers(&name) else {
+                        continue;
+                    };
+                    for l in lockers.iter().filter(|l| l.cookie == cookie) {
+                        if p.break_lock(&name, &l.client, &l.cookie).is_ok() {
+                            info!(volume = %name,
+                                "released this host's lock left by a crash (the volume is not mounted here)");
+                        }
+                    }
+                    drop(busy);
+                }
+            });
+    }
+
+    /// The steps of a mount after the pool is open: lock (fencing with
+    /// preempt), expose, loop, mount.
+    fn attach(
+        &self,
+        pool: &RbdPool,
+        rec: &VolumeRecord,
+        target: &Path,
+        how: &MountHow,
+    ) -> DriverResult<MountRecord> {
+        let name = rec.name.as_str();
+        self.acquire(pool, name, how.preempt)?;
+        let undo_lock = || self.release(name);
+        let file = match self.expose(name) {
+            Ok(f) => f,
+            Err(e) => {
+                undo_lock();
+                return Err(e);
+            }
+        };
+        let undo_expose = || {
+            if let Err(e) = self.conceal(name, self.timeout) {
+                warn!(volume = %name, "rollback: {e}");
+            }
+            undo_lock();
+        };
+        if let Err(e) = fsutil::ensure_dir(target, 0o755) {
+            undo_expose();
+            return Err(DriverError::sys(&rec.name, "create mount point", e));
+        }
+        let attached = match loopdev::attach(&file) {
+            Ok(a) => a,
+            Err(e) => {
+                remove_dir_quietly(target);
+                undo_expose();
+                return Err(DriverError::sys(&rec.name, "attach loop device", e));
+            }
+        };
+        let data = match rec.fs_type {
+            FsType::Xfs => "nouuid",
+            _ => "",
+        };
+        if let Err(e) = mounts::mount(attached.path(), target, rec.fs_type.as_str(), data) {
+            let _ = attached.detach();
+            remove_dir_quietly(target);
+            undo_expose();
+            return Err(DriverError::sys(&rec.name, "mount", e));
+        }
+        lock(&self.held).insert(name.to_string());
+        info!(volume = %name, host = %self.b.host(), via = ATTACH_METHOD, "image attached and locked by this host");
+        Ok(MountRecord {
+            device: attached.path().to_path_buf(),
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Unmount, then stop the attach; a fenced host kills its rbd-fuse
+    /// first and leaves the other host's lock alone.
+    fn detach(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<()> {
+        let name = rec.name.as_str();
+        lock(&self.held).remove(name);
+        let attached = MountTable::read()
+            .map(|t| t.at(target).is_some())
+            .unwrap_or(true);
+        let lost = self.lost_lock(name, attached);
+        if lost {
+            // Fenced: its rbd-fuse hangs on writes that must never land.
+            let killed = sysceph::kill_helpers(&self.fuse_dir(name), self.timeout);
+            if !killed.is_empty() {
+                warn!(volume = %name, helpers = ?killed,
+                    "another host took this volume over: stopped this host's rbd-fuse before unmounting");
+            }
+        }
+        mounts::unmount(target).map_err(|e| DriverError::sys(&rec.name, "unmount", e))?;
+        remove_dir_quietly(target);
+        let exposed = MountTable::read()
+            .map(|t| t.at(&self.fuse_dir(name)).is_some())
+            .unwrap_or(true);
+        if exposed {
+            self.conceal(name, self.timeout)?;
+        }
+        if !lost {
+            self.release(name);
+        }
+        Ok(())
     }
 
     fn save_meta(&self, pool: &RbdPool, rec: &VolumeRecord) -> DriverResult<()> {
@@ -517,78 +649,14 @@ impl Driver for RbdDriver {
             });
         }
         let pool = self.pool(name)?;
-        self.acquire(&pool, name, how.preempt)?;
-        let undo_lock = || self.release(name);
-        let file = match self.expose(name) {
-            Ok(f) => f,
-            Err(e) => {
-                undo_lock();
-                return Err(e);
-            }
-        };
-        let undo_expose = || {
-            if let Err(e) = self.conceal(name, self.timeout) {
-                warn!(volume = %name, "rollback: {e}");
-            }
-            undo_lock();
-        };
-        if let Err(e) = fsutil::ensure_dir(target, 0o755) {
-            undo_expose();
-            return Err(DriverError::sys(&rec.name, "create mount point", e));
-        }
-        let attached = match loopdev::attach(&file) {
-            Ok(a) => a,
-            Err(e) => {
-                remove_dir_quietly(target);
-                undo_expose();
-                return Err(DriverError::sys(&rec.name, "attach loop device", e));
-            }
-        };
-        let data = match rec.fs_type {
-            FsType::Xfs => "nouuid",
-            _ => "",
-        };
-        if let Err(e) = mounts::mount(attached.path(), target, rec.fs_type.as_str(), data) {
-            let _ = attached.detach();
-            remove_dir_quietly(target);
-            undo_expose();
-            return Err(DriverError::sys(&rec.name, "mount", e));
-        }
-        lock(&self.held).insert(name.to_string());
-        info!(volume = %name, host = %self.b.host(), via = ATTACH_METHOD, "image attached and locked by this host");
-        Ok(MountRecord {
-            device: attached.path().to_path_buf(),
-            target: target.to_path_buf(),
-        })
+        lock(&self.attaching).insert(name.to_string());
+        let attached = self.attach(&pool, rec, target, how);
+        lock(&self.attaching).remove(name);
+        attached
     }
 
     fn unmount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<()> {
-        let name = rec.name.as_str();
-        lock(&self.held).remove(name);
-        let attached = MountTable::read()
-            .map(|t| t.at(target).is_some())
-            .unwrap_or(true);
-        let lost = self.lost_lock(name, attached);
-        if lost {
-            // Fenced: its rbd-fuse hangs on writes that must never land.
-            let killed = sysceph::kill_helpers(&self.fuse_dir(name), self.timeout);
-            if !killed.is_empty() {
-                warn!(volume = %name, helpers = ?killed,
-                    "another host took this volume over: stopped this host's rbd-fuse before unmounting");
-            }
-        }
-        mounts::unmount(target).map_err(|e| DriverError::sys(&rec.name, "unmount", e))?;
-        remove_dir_quietly(target);
-        let exposed = MountTable::read()
-            .map(|t| t.at(&self.fuse_dir(name)).is_some())
-            .unwrap_or(true);
-        if exposed {
-            self.conceal(name, self.timeout)?;
-        }
-        if !lost {
-            self.release(name);
-        }
-        Ok(())
+        self.detach(rec, target)
     }
 
     fn allocated(&self, _rec: &VolumeRecord) -> u64 {
@@ -610,6 +678,13 @@ impl Driver for RbdDriver {
             .map(|r| r.name.as_str())
             .collect();
         lock(&self.held).extend(in_use.iter().map(|n| n.to_string()));
+        self.release_stale_locks(
+            records
+                .iter()
+                .filter(|r| r.mount_count() == 0)
+                .map(|r| r.name.to_string())
+                .collect(),
+        );
         let Ok(entries) = std::fs::read_dir(&self.fuse_root) else {
             return notes;
         };
