@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::{
-    decode, encode, encode_snapshot, remove_dir_quietly, snapshots_in, Backend, META_KEY,
+    decode, encode, encode_snapshot, remove_dir_quietly, scan, snapshots_in, Backend, META_KEY,
     SNAP_META_PREFIX,
 };
 use crate::driver::{CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress};
@@ -108,6 +108,15 @@ impl CephfsDriver {
             }
         }
         any
+    }
+
+    /// The service's subvolumes (none while its group does not exist).
+    fn names(&self, fs: &CephFs) -> DriverResult<Vec<String>> {
+        match fs.list() {
+            Ok(n) => Ok(n),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(Vec::new()),
+            Err(e) => Err(self.b.fail("(catalog)", "list subvolumes", e)),
+        }
     }
 
     fn save_meta(&self, fs: &CephFs, rec: &VolumeRecord) -> DriverResult<()> {
@@ -298,29 +307,13 @@ impl Driver for CephfsDriver {
 
     fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
         let fs = self.subvolumes("(catalog)")?;
-        let names = match fs.list() {
-            Ok(n) => n,
-            // No group yet: no volumes.
-            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
-            Err(e) => return Err(self.b.fail("(catalog)", "list subvolumes", e)),
-        };
-        let mut out = Vec::new();
-        for n in names {
-            if VolumeName::parse(&n).is_err() {
-                continue;
-            }
-            match fs.metadata_get(&n, META_KEY) {
-                Ok(Some(text)) => {
-                    if let Some(r) = decode(&self.fs, &format!("subvolume {n}"), &text) {
-                        out.push(r);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) if e.errno() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(self.b.fail(&n, "read volume metadata", e)),
-            }
-        }
-        Ok(out)
+        scan(&self.b, self.names(&fs)?, |n| {
+            Ok(fs
+                .metadata_get(n, META_KEY)?
+                .and_then(|text| decode(&self.fs, &format!("subvolume {n}"), &text))
+                .into_iter()
+                .collect())
+        })
     }
 
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
@@ -335,23 +328,9 @@ impl Driver for CephfsDriver {
 
     fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
         let fs = self.subvolumes("(catalog)")?;
-        let names = match fs.list() {
-            Ok(n) => n,
-            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(Vec::new()),
-            Err(e) => return Err(self.b.fail("(catalog)", "list subvolumes", e)),
-        };
-        let mut out = Vec::new();
-        for n in names {
-            if VolumeName::parse(&n).is_err() {
-                continue;
-            }
-            match fs.metadata_list(&n) {
-                Ok(meta) => out.extend(snapshots_in(&self.fs, &n, &meta)),
-                Err(e) if e.errno() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(self.b.fail(&n, "read snapshot metadata", e)),
-            }
-        }
-        Ok(out)
+        scan(&self.b, self.names(&fs)?, |n| {
+            Ok(snapshots_in(&self.fs, n, &fs.metadata_list(n)?))
+        })
     }
 
     fn health(&self) -> Option<String> {

@@ -244,6 +244,27 @@ pub fn snapshots_in(
         .collect()
 }
 
+/// Reads Berth's records from every entry of `names` that is a volume
+/// name (an image or subvolume), skipping entries removed meanwhile.
+pub(crate) fn scan<T>(
+    b: &Backend,
+    names: Vec<String>,
+    read: impl Fn(&str) -> Result<Vec<T>, CephError>,
+) -> Result<Vec<T>, DriverError> {
+    let mut out = Vec::new();
+    for n in names
+        .into_iter()
+        .filter(|n| crate::volume::VolumeName::parse(n).is_ok())
+    {
+        match read(&n) {
+            Ok(v) => out.extend(v),
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(b.fail(&n, "read Berth metadata", e)),
+        }
+    }
+    Ok(out)
+}
+
 /// Removes an empty directory, ignoring errors (mount points).
 pub(crate) fn remove_dir_quietly(p: &Path) {
     let _ = std::fs::remove_dir(p);

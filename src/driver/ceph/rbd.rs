@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use super::{
-    decode, encode, encode_snapshot, remove_dir_quietly, snapshots_in, Backend, FENCE_DURATION,
-    META_KEY, SNAP_META_PREFIX,
+    decode, encode, encode_snapshot, remove_dir_quietly, scan, snapshots_in, Backend,
+    FENCE_DURATION, META_KEY, SNAP_META_PREFIX,
 };
 use crate::driver::{
     fsops, CreateHow, CreateSource, Driver, DriverError, DriverResult, MountHow, Progress,
@@ -421,6 +421,12 @@ impl RbdDriver {
         Ok(())
     }
 
+    /// Every image of the pool.
+    fn images(&self, pool: &RbdPool) -> DriverResult<Vec<String>> {
+        pool.list()
+            .map_err(|e| self.b.fail("(catalog)", "list images", e))
+    }
+
     fn save_meta(&self, pool: &RbdPool, rec: &VolumeRecord) -> DriverResult<()> {
         pool.meta_set(rec.name.as_str(), META_KEY, &encode(rec))
             .map_err(|e| self.b.fail(rec.name.as_str(), "store volume metadata", e))
@@ -717,27 +723,15 @@ impl Driver for RbdDriver {
 
     fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
         let pool = self.pool("(catalog)")?;
-        let images = pool
-            .list()
-            .map_err(|e| self.b.fail("(catalog)", "list images", e))?;
-        let mut out = Vec::new();
-        for img in images {
-            if VolumeName::parse(&img).is_err() {
-                continue;
-            }
-            match pool.meta_get(&img, META_KEY) {
-                Ok(Some(text)) => {
-                    if let Some(r) = decode(&self.pool, &format!("image {img}"), &text) {
-                        out.push(r);
-                    }
-                }
-                // Not a Berth volume, or removed meanwhile.
-                Ok(None) => {}
-                Err(e) if e.errno() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(self.b.fail(&img, "read volume metadata", e)),
-            }
-        }
-        Ok(out)
+        let images = self.images(&pool)?;
+        // Images without the key are not Berth volumes.
+        scan(&self.b, images, |img| {
+            Ok(pool
+                .meta_get(img, META_KEY)?
+                .and_then(|text| decode(&self.pool, &format!("image {img}"), &text))
+                .into_iter()
+                .collect())
+        })
     }
 
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
@@ -752,21 +746,10 @@ impl Driver for RbdDriver {
 
     fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
         let pool = self.pool("(catalog)")?;
-        let images = pool
-            .list()
-            .map_err(|e| self.b.fail("(catalog)", "list images", e))?;
-        let mut out = Vec::new();
-        for img in images {
-            if VolumeName::parse(&img).is_err() {
-                continue;
-            }
-            match pool.meta_list(&img) {
-                Ok(meta) => out.extend(snapshots_in(&self.pool, &img, &meta)),
-                Err(e) if e.errno() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(self.b.fail(&img, "read snapshot metadata", e)),
-            }
-        }
-        Ok(out)
+        let images = self.images(&pool)?;
+        scan(&self.b, images, |img| {
+            Ok(snapshots_in(&self.pool, img, &pool.meta_list(img)?))
+        })
     }
 
     fn health(&self) -> Option<String> {
