@@ -453,27 +453,8 @@ impl Driver for LoopDriver {
                 reason: format!("image {} is missing", image.display()),
             });
         }
-        // Already mounted from our image (a mount that outlived its
-        // record, e.g. after a crash in the middle of Mount)? Use it.
-        let table =
-            MountTable::read().map_err(|e| DriverError::sys(&rec.name, "read mount table", e))?;
-        if let Some(m) = table.at(target) {
-            let devs = loopdev::find_by_backing_file(&image);
-            if let Some(dev) = devs.iter().find(|d| d.to_string_lossy() == m.source) {
-                return Ok(MountRecord {
-                    device: dev.clone(),
-                    target: target.to_path_buf(),
-                });
-            }
-            return Err(DriverError::Conflict {
-                volume: rec.name.to_string(),
-                reason: format!(
-                    "{} is already a mount point of {} ({}), not of this volume",
-                    target.display(),
-                    m.source,
-                    m.fs_type
-                ),
-            });
+        if let Some(m) = super::existing_loop_mount(rec, target, &image)? {
+            return Ok(m);
         }
         fsutil::ensure_dir(target, 0o755)
             .map_err(|e| DriverError::sys(&rec.name, "create mount point", e))?;

@@ -358,6 +358,38 @@ pub fn prepare_data_dir(
     Ok(dir)
 }
 
+/// A mount of `backing` (through a loop device) already at `target` (a
+/// mount that outlived its record, e.g. after a crash in the middle of
+/// Mount): its record, to use it. `None` when nothing is mounted there; an
+/// error when something else is.
+pub fn existing_loop_mount(
+    rec: &VolumeRecord,
+    target: &Path,
+    backing: &Path,
+) -> DriverResult<Option<MountRecord>> {
+    let table =
+        MountTable::read().map_err(|e| DriverError::sys(&rec.name, "read mount table", e))?;
+    let Some(m) = table.at(target) else {
+        return Ok(None);
+    };
+    let devs = crate::sys::loopdev::find_by_backing_file(backing);
+    if let Some(dev) = devs.iter().find(|d| d.to_string_lossy() == m.source) {
+        return Ok(Some(MountRecord {
+            device: dev.clone(),
+            target: target.to_path_buf(),
+        }));
+    }
+    Err(DriverError::Conflict {
+        volume: rec.name.to_string(),
+        reason: format!(
+            "{} is already a mount point of {} ({}), not of this volume",
+            target.display(),
+            m.source,
+            m.fs_type
+        ),
+    })
+}
+
 /// `<target><root_path>` (`/` means the filesystem root itself).
 pub fn data_path(target: &Path, root_path: &str) -> PathBuf {
     let sub = root_path.trim_start_matches('/');

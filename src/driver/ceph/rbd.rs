@@ -634,25 +634,8 @@ impl Driver for RbdDriver {
     ) -> DriverResult<MountRecord> {
         let name = rec.name.as_str();
         let file = self.fuse_dir(name).join(name);
-        let table =
-            MountTable::read().map_err(|e| DriverError::sys(&rec.name, "read mount table", e))?;
-        if let Some(m) = table.at(target) {
-            let devs = loopdev::find_by_backing_file(&file);
-            if let Some(dev) = devs.iter().find(|d| d.to_string_lossy() == m.source) {
-                return Ok(MountRecord {
-                    device: dev.clone(),
-                    target: target.to_path_buf(),
-                });
-            }
-            return Err(DriverError::Conflict {
-                volume: name.to_string(),
-                reason: format!(
-                    "{} is already a mount point of {} ({}), not of this volume",
-                    target.display(),
-                    m.source,
-                    m.fs_type
-                ),
-            });
+        if let Some(m) = crate::driver::existing_loop_mount(rec, target, &file)? {
+            return Ok(m);
         }
         let pool = self.pool(name)?;
         lock(&self.attaching).insert(name.to_string());
