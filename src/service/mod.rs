@@ -571,13 +571,23 @@ impl VolumeService {
         let remote = blocking(&label, move || Ok(driver.catalog_list()?)).await?;
         let names: std::collections::BTreeSet<VolumeName> =
             remote.iter().map(|r| r.name.clone()).collect();
-        let new: Vec<VolumeRecord> = {
+        let unseen: Vec<VolumeRecord> = {
             let cat = read(&self.catalog);
             remote
                 .into_iter()
                 .filter(|r| !cat.contains_key(&r.name))
                 .collect()
         };
+        // A name with a record here but not in memory is a clean-up this
+        // host still owes (an interrupted create or remove): not a volume.
+        let store = self.store.clone();
+        let new: Vec<VolumeRecord> = blocking(&label, move || {
+            Ok(unseen
+                .into_iter()
+                .filter(|r| matches!(store.load(&r.name), Ok(None)))
+                .collect())
+        })
+        .await?;
         for rec in new {
             // Removed here while the listing was under way: not back.
             if !self.removed_after(&format!("v:{}", rec.name), started) {
@@ -651,12 +661,27 @@ impl VolumeService {
         let driver = self.driver.clone();
         let label = format!("(snapshot catalog of service {})", self.name);
         let fetched = Instant::now();
-        let remote = blocking(&label, move || Ok(driver.snapshot_catalog_list()?)).await?;
+        let store = self.snap_store.clone();
+        let (remote, pending) = blocking(&label, move || {
+            let remote = driver.snapshot_catalog_list()?;
+            // Snapshots with an intent record here (an interrupted create
+            // or removal this host still has to finish) are not learnt.
+            let pending: std::collections::BTreeSet<VolumeName> = remote
+                .iter()
+                .filter(
+                    |r| matches!(store.load(&r.name), Ok(Some(ref l)) if l.phase != Phase::Ready),
+                )
+                .map(|r| r.name.clone())
+                .collect();
+            Ok((remote, pending))
+        })
+        .await?;
         let mut added = false;
         {
             let mut snaps = write(&self.snapshots);
             for rec in &remote {
                 if !snaps.contains_key(&rec.name)
+                    && !pending.contains(&rec.name)
                     && !self.removed_after(&format!("s:{}", rec.name), fetched)
                 {
                     let mut rec = rec.clone();
