@@ -19,7 +19,7 @@ use super::{
 };
 use crate::driver::{CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress};
 use crate::state::{MountRecord, SnapshotRecord, VolumeRecord};
-use crate::sys::ceph::{self as sysceph, CephFs};
+use crate::sys::ceph::{self as sysceph, CephError, CephFs};
 use crate::sys::{fsutil, mounts::MountTable};
 use crate::volume::VolumeName;
 
@@ -108,6 +108,15 @@ impl CephfsDriver {
             }
         }
         any
+    }
+
+    /// The record stored with subvolume `n` (none: not Berth's).
+    fn stored(&self, fs: &CephFs, n: &str) -> Result<Vec<VolumeRecord>, CephError> {
+        Ok(fs
+            .metadata_get(n, META_KEY)?
+            .and_then(|text| decode(&self.fs, &format!("subvolume {n}"), &text))
+            .into_iter()
+            .collect())
     }
 
     /// The service's subvolumes (none while its group does not exist).
@@ -307,23 +316,12 @@ impl Driver for CephfsDriver {
 
     fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
         let fs = self.subvolumes("(catalog)")?;
-        scan(&self.b, self.names(&fs)?, |n| {
-            Ok(fs
-                .metadata_get(n, META_KEY)?
-                .and_then(|text| decode(&self.fs, &format!("subvolume {n}"), &text))
-                .into_iter()
-                .collect())
-        })
+        scan(&self.b, self.names(&fs)?, |n| self.stored(&fs, n))
     }
 
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
         let fs = self.subvolumes(name.as_str())?;
-        match fs.metadata_get(name.as_str(), META_KEY) {
-            Ok(Some(text)) => Ok(decode(&self.fs, &format!("subvolume {name}"), &text)),
-            Ok(None) => Ok(None),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(self.b.fail(name.as_str(), "read volume metadata", e)),
-        }
+        Ok(scan(&self.b, vec![name.to_string()], |n| self.stored(&fs, n))?.pop())
     }
 
     fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {

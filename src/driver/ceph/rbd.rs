@@ -28,7 +28,7 @@ use crate::driver::{
     fsops, CreateHow, CreateSource, Driver, DriverError, DriverResult, MountHow, Progress,
 };
 use crate::state::{MountRecord, SnapshotRecord, VolumeRecord};
-use crate::sys::ceph::{self as sysceph, RbdPool};
+use crate::sys::ceph::{self as sysceph, CephError, RbdPool};
 use crate::sys::{fsutil, loopdev, mounts, mounts::MountTable, reflink};
 use crate::volume::{FsType, VolumeName};
 
@@ -421,6 +421,15 @@ impl RbdDriver {
         Ok(())
     }
 
+    /// The record stored with image `img` (none: not a Berth volume).
+    fn stored(&self, pool: &RbdPool, img: &str) -> Result<Vec<VolumeRecord>, CephError> {
+        Ok(pool
+            .meta_get(img, META_KEY)?
+            .and_then(|text| decode(&self.pool, &format!("image {img}"), &text))
+            .into_iter()
+            .collect())
+    }
+
     /// Every image of the pool.
     fn images(&self, pool: &RbdPool) -> DriverResult<Vec<String>> {
         pool.list()
@@ -707,24 +716,12 @@ impl Driver for RbdDriver {
     fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
         let pool = self.pool("(catalog)")?;
         let images = self.images(&pool)?;
-        // Images without the key are not Berth volumes.
-        scan(&self.b, images, |img| {
-            Ok(pool
-                .meta_get(img, META_KEY)?
-                .and_then(|text| decode(&self.pool, &format!("image {img}"), &text))
-                .into_iter()
-                .collect())
-        })
+        scan(&self.b, images, |img| self.stored(&pool, img))
     }
 
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
         let pool = self.pool(name.as_str())?;
-        match pool.meta_get(name.as_str(), META_KEY) {
-            Ok(Some(text)) => Ok(decode(&self.pool, &format!("image {name}"), &text)),
-            Ok(None) => Ok(None),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(self.b.fail(name.as_str(), "read volume metadata", e)),
-        }
+        Ok(scan(&self.b, vec![name.to_string()], |n| self.stored(&pool, n))?.pop())
     }
 
     fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
