@@ -98,6 +98,9 @@ fn root_state_dir_full_is_refused_cleanly() {
     }
     let d = Daemon::start("");
     let api = d.client("berth");
+    // The socket answers before the state is loaded: wait until it is,
+    // or the tmpfs below would hide the records directory from loading.
+    assert!(api.list_names().is_empty());
     let rec = d.records_dir("berth");
     let fs = Tmpfs::mount(&rec, "1m");
     fs.fill(0);
