@@ -1,151 +1,34 @@
 //! Berth's benchmark suite (run with `cargo bench --bench plugin`, as root
 //! for the storage parts). Prints a Markdown table; asserts nothing.
+//! `cargo bench --bench plugin -- api` (or `activation`, `storage`) runs
+//! one part.
 //!
 //! Every figure is measured next to a floor taken in the same run:
-//! - HTTP floor: a minimal std-only HTTP/1.1 server on a UNIX socket that
-//!   answers every request with a fixed small JSON body;
+//! - HTTP floor: a tokio + hyper server on a UNIX socket, built like
+//!   berthd, that answers Get, Path and List from memory with Berth's own
+//!   answers (captured first), so bodies have the same shape and size
+//!   (`support/floor.rs`); Berth and the floor are measured alternately
+//!   with the same keep-alive client;
 //! - storage floor: the same create/mount/unmount/remove steps done with
 //!   the tools by hand (truncate, mkfs.ext4, losetup, mount, umount).
 //!
 //! Read-path figures use N fabricated volume records (phase ready, no
 //! image), so 10 000 volumes cost seconds, not the hour 10 000 mkfs take.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+mod support;
+
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
+use bytes::Bytes;
+use support::{floor, ms, pct, us, Conn};
 
-/// A keep-alive HTTP/1.1 client over a UNIX socket (benchmark tooling).
-struct Conn {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-}
-
-impl Conn {
-    fn open(p: &Path) -> Conn {
-        let s = UnixStream::connect(p).expect("connect");
-        Conn {
-            r: BufReader::new(s.try_clone().expect("clone")),
-            w: s,
-        }
-    }
-
-    fn call(&mut self, method: &str, body: &str) -> Vec<u8> {
-        let req = format!(
-            "POST /{method} HTTP/1.1\r\nHost: plugin.moby.localhost\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.w.write_all(req.as_bytes()).expect("write");
-        let mut len = 0usize;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).expect("read header");
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            let l = line.to_ascii_lowercase();
-            if let Some(v) = l.strip_prefix("content-length:") {
-                len = v.trim().parse().expect("length");
-            }
-        }
-        let mut buf = vec![0u8; len];
-        self.r.read_exact(&mut buf).expect("body");
-        buf
-    }
-}
-
-fn floor_server(p: &Path) {
-    let l = UnixListener::bind(p).expect("bind floor");
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().expect("clone"));
-                let mut w = s;
-                let body = b"{\"Volume\":{\"Name\":\"v\",\"Mountpoint\":\"\"},\"Err\":\"\"}";
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut b = vec![0u8; len];
-                    if r.read_exact(&mut b).is_err() {
-                        return;
-                    }
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                    if w.write_all(head.as_bytes())
-                        .and_then(|_| w.write_all(body))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-}
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.0} µs", d.as_secs_f64() * 1e6)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn latency(sock: &Path, method: &str, body: &str, n: usize) -> (Duration, Duration, f64) {
-    let mut c = Conn::open(sock);
-    for _ in 0..50 {
-        c.call(method, body);
-    }
-    let mut v = Vec::with_capacity(n);
-    let start = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        c.call(method, body);
-        v.push(t.elapsed());
-    }
-    let rps = n as f64 / start.elapsed().as_secs_f64();
-    (pct(&mut v, 0.5), pct(&mut v, 0.99), rps)
-}
-
-fn throughput(sock: &Path, method: &str, body: &str, conns: usize, dur: Duration) -> f64 {
-    let total: usize = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..conns)
-            .map(|_| {
-                s.spawn(move || {
-                    let mut c = Conn::open(sock);
-                    let end = Instant::now() + dur;
-                    let mut n = 0;
-                    while Instant::now() < end {
-                        c.call(method, body);
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("thread")).sum()
-    });
-    total as f64 / dur.as_secs_f64()
+/// The daemon measured: this build's, or `BERTH_BENCH_BERTHD` (to
+/// measure another build with the same client and floor).
+fn berthd() -> String {
+    std::env::var("BERTH_BENCH_BERTHD").unwrap_or_else(|_| env!("CARGO_BIN_EXE_berthd").into())
 }
 
 struct Bench {
@@ -185,7 +68,7 @@ impl Bench {
 
     fn start(&self) -> Child {
         let cfg = self.config();
-        let child = Command::new(BERTHD)
+        let child = Command::new(berthd())
             .arg("--config")
             .arg(&cfg)
             .env_remove("NOTIFY_SOCKET")
@@ -234,7 +117,7 @@ fn run(cmd: &str, args: &[&str]) {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; accept and ignore arguments.
+    // `cargo bench` passes --bench; other words name the parts to run.
     let root = nix::unistd::geteuid().is_root();
     let dir = tempfile::Builder::new()
         .prefix("berth-bench-")
@@ -252,142 +135,184 @@ fn main() {
         }
     );
 
-    // Floor.
-    let floor = dir.path().join("floor.sock");
-    floor_server(&floor);
     let get_body = "{\"Name\":\"fab00001\"}\n";
-    let (p50, p99, rps) = latency(&floor, "VolumeDriver.Get", get_body, 5000);
-    let tput = throughput(
-        &floor,
-        "VolumeDriver.Get",
-        get_body,
-        16,
-        Duration::from_secs(2),
-    );
-    println!("| figure | Berth | floor (same run) |\n|---|---|---|");
-    println!(
-        "| HTTP floor Get, c=1 | — | p50 {} p99 {} ({rps:.0} req/s); c=16 {tput:.0} req/s |",
-        us(p50),
-        us(p99)
-    );
-
-    // Read path at N volumes.
-    for n in [10usize, 1000, 10000] {
-        b.fabricate(n);
-        let t0 = Instant::now();
-        let child = b.start();
-        let sock = b.sock();
-        // Serving starts before the volumes are loaded; the first Get is
-        // answered once they are.
-        Conn::open(&sock).call("VolumeDriver.Get", get_body);
-        let startup = t0.elapsed();
-        let (g50, g99, grps) = latency(&sock, "VolumeDriver.Get", get_body, 5000);
-        let (p50, p99, _) = latency(&sock, "VolumeDriver.Path", get_body, 3000);
-        let (l50, l99, _) = latency(
-            &sock,
-            "VolumeDriver.List",
-            "{}\n",
-            if n >= 10000 { 300 } else { 2000 },
-        );
-        let gt = throughput(
-            &sock,
-            "VolumeDriver.Get",
-            get_body,
-            16,
-            Duration::from_secs(2),
-        );
-        let lt = throughput(
-            &sock,
-            "VolumeDriver.List",
-            "{}\n",
-            16,
-            Duration::from_secs(2),
-        );
-        let rss = rss_kb(child.id());
-        println!(
-            "| N={n}: Get c=1 | p50 {} p99 {} ({grps:.0} req/s) | |",
-            us(g50),
-            us(g99)
-        );
-        println!("| N={n}: Get c=16 | {gt:.0} req/s | |");
-        println!("| N={n}: Path c=1 | p50 {} p99 {} | |", us(p50), us(p99));
-        println!("| N={n}: List c=1 | p50 {} p99 {} | |", us(l50), us(l99));
-        println!("| N={n}: List c=16 | {lt:.0} req/s | |");
-        println!(
-            "| N={n}: exec → first Get answered (volumes loaded) | {} | |",
-            ms(startup)
-        );
-        println!(
-            "| N={n}: RSS after load | {:.1} MB | |",
-            rss as f64 / 1024.0
-        );
-        stop(child);
-    }
-
-    // Cold start under socket activation, 0 and 10 000 volumes.
-    if Path::new("/usr/bin/systemd-socket-activate").exists() {
-        for n in [0usize, 10000] {
-            b.fabricate(n);
-            let cfg = b.config();
-            let mut v = Vec::new();
-            let mut vg = Vec::new();
-            let mut rss = 0;
-            for _ in 0..7 {
-                let sock = dir.path().join("act.sock");
-                let _ = std::fs::remove_file(&sock);
-                let mut act = Command::new("systemd-socket-activate")
-                    .arg(format!("--listen={}", sock.display()))
-                    .arg("--fdname=berth")
-                    .arg(BERTHD)
-                    .arg("--config")
-                    .arg(&cfg)
-                    .env_remove("NOTIFY_SOCKET")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("activate");
-                while !sock.exists() {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-                let t = Instant::now();
-                let mut c = Conn::open(&sock);
-                c.call("Plugin.Activate", "");
-                v.push(t.elapsed());
-                c.call("VolumeDriver.Get", "{\"Name\":\"fab00001\"}");
-                vg.push(t.elapsed());
-                std::thread::sleep(Duration::from_millis(100));
-                rss = rss_kb(act.id());
-                let _ = Command::new("kill").arg(act.id().to_string()).status();
-                let _ = act.wait();
-            }
-            println!(
-                "| socket activation, {n} volumes: connect → first answer | median {} (min {}) | floor ≈1.7 ms / 5.4 ms (reference) |",
-                ms(pct(&mut v.clone(), 0.5)),
-                ms(pct(&mut v, 0.0))
-            );
-            println!(
-                "| socket activation, {n} volumes: connect → first Get answered | median {} | |",
-                ms(pct(&mut vg, 0.5))
-            );
-            println!(
-                "| RSS idle after activation, {n} volumes | {:.1} MB | |",
-                rss as f64 / 1024.0
-            );
+    println!("| figure | Berth | floor (same run) | Berth / floor |\n|---|---|---|---|");
+    if part("api") {
+        for n in [10usize, 1000, 10000] {
+            api_at(&b, n, get_body);
         }
     }
 
-    let size = std::fs::metadata(BERTHD).map(|m| m.len()).unwrap_or(0);
+    if part("activation") {
+        activation(&b);
+    }
+
+    let size = std::fs::metadata(berthd()).map(|m| m.len()).unwrap_or(0);
     println!(
-        "| berthd binary (release, stripped) | {:.2} MB | |",
+        "| berthd binary (release, stripped) | {:.2} MB | | |",
         size as f64 / 1048576.0
     );
 
+    if !part("storage") {
+        return;
+    }
     if !root {
         println!("\nSKIPPED: storage benchmarks need root.");
         return;
     }
+    storage(&b);
+}
 
+/// Whether the command line asks for `name` (no word: every part).
+fn part(name: &str) -> bool {
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    words.is_empty() || words.iter().any(|w| w == name)
+}
+
+/// Berth's answers to Get and Path of every volume and to List, for the
+/// floor to give back.
+fn capture(sock: &Path, n: usize) -> floor::Answers {
+    let mut c = Conn::open(sock);
+    let mut a = floor::Answers {
+        list: Bytes::from(c.call("VolumeDriver.List", "{}\n")),
+        ..Default::default()
+    };
+    for i in 0..n {
+        let name = format!("fab{i:05}");
+        let body = format!("{{\"Name\":\"{name}\"}}\n");
+        a.get
+            .insert(name.clone(), Bytes::from(c.call("VolumeDriver.Get", &body)));
+        a.path
+            .insert(name, Bytes::from(c.call("VolumeDriver.Path", &body)));
+    }
+    a
+}
+
+fn ratio(b: Duration, f: Duration) -> String {
+    format!("{:.2}×", b.as_secs_f64() / f.as_secs_f64())
+}
+
+/// Read path at `n` volumes, next to the floor.
+fn api_at(b: &Bench, n: usize, get_body: &str) {
+    b.fabricate(n);
+    let t0 = Instant::now();
+    let child = b.start();
+    let sock = b.sock();
+    // Serving starts before the volumes are loaded; the first Get is
+    // answered once they are.
+    Conn::open(&sock).call("VolumeDriver.Get", get_body);
+    let startup = t0.elapsed();
+    let answers = capture(&sock, n);
+    let (get_len, list_len) = (
+        answers.get.get("fab00001").map_or(0, Bytes::len),
+        answers.list.len(),
+    );
+    let fsock = b.dir.join(format!("floor-{n}.sock"));
+    floor::start(&fsock, answers);
+    let lat = |method: &str, body: &str, calls: usize, what: &str| {
+        let p = support::latency_pair(&sock, &fsock, method, body, calls, 3);
+        println!(
+            "| N={n}: {what} c=1, p50 / p99 | {} / {} | {} / {} | {} |",
+            us(p.berth.0),
+            us(p.berth.1),
+            us(p.floor.0),
+            us(p.floor.1),
+            ratio(p.berth.0, p.floor.0)
+        );
+    };
+    lat("VolumeDriver.Get", get_body, 5000, "Get");
+    lat("VolumeDriver.Path", get_body, 3000, "Path");
+    lat(
+        "VolumeDriver.List",
+        "{}\n",
+        if n >= 10000 { 300 } else { 2000 },
+        "List",
+    );
+    let tput = |method: &str, body: &str, what: &str| {
+        let (bt, ft) = support::throughput_pair(&sock, &fsock, method, body, 2);
+        println!(
+            "| N={n}: {what} c=16 | {bt:.0} req/s | {ft:.0} req/s | {:.2}× |",
+            bt / ft
+        );
+    };
+    tput("VolumeDriver.Get", get_body, "Get");
+    tput("VolumeDriver.List", "{}\n", "List");
+    let rss = rss_kb(child.id());
+    println!("| N={n}: body sizes, Get / List | {get_len} / {list_len} bytes | same | |");
+    println!(
+        "| N={n}: exec → first Get answered (volumes loaded) | {} | | | |",
+        ms(startup)
+    );
+    println!(
+        "| N={n}: RSS after load | {:.1} MB | | | |",
+        rss as f64 / 1024.0
+    );
+    stop(child);
+}
+
+/// Cold start under socket activation, 0 and 10 000 volumes.
+fn activation(b: &Bench) {
+    if !Path::new("/usr/bin/systemd-socket-activate").exists() {
+        return;
+    }
+    let dir = &b.dir;
+    for n in [0usize, 10000] {
+        b.fabricate(n);
+        let cfg = b.config();
+        let mut v = Vec::new();
+        let mut vg = Vec::new();
+        let mut rss = 0;
+        for _ in 0..7 {
+            let sock = dir.join("act.sock");
+            let _ = std::fs::remove_file(&sock);
+            let mut act = Command::new("systemd-socket-activate")
+                .arg(format!("--listen={}", sock.display()))
+                .arg("--fdname=berth")
+                .arg(berthd())
+                .arg("--config")
+                .arg(&cfg)
+                .env_remove("NOTIFY_SOCKET")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("activate");
+            while !sock.exists() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let t = Instant::now();
+            let mut c = Conn::open(&sock);
+            c.call("Plugin.Activate", "");
+            v.push(t.elapsed());
+            c.call("VolumeDriver.Get", "{\"Name\":\"fab00001\"}");
+            vg.push(t.elapsed());
+            std::thread::sleep(Duration::from_millis(100));
+            rss = rss_kb(act.id());
+            let _ = Command::new("kill").arg(act.id().to_string()).status();
+            let _ = act.wait();
+        }
+        println!(
+                "| socket activation, {n} volumes: connect → first answer | median {} (min {}) | floor ≈1.7 ms / 5.4 ms (reference) | |",
+                ms(pct(&mut v.clone(), 0.5)),
+                ms(pct(&mut v, 0.0))
+            );
+        println!(
+            "| socket activation, {n} volumes: connect → first Get answered | median {} | | |",
+            ms(pct(&mut vg, 0.5))
+        );
+        println!(
+            "| RSS idle after activation, {n} volumes | {:.1} MB | | |",
+            rss as f64 / 1024.0
+        );
+    }
+}
+
+/// Create + mount + unmount + remove, and create cost as the count grows.
+fn storage(b: &Bench) {
+    let dir = &b.dir;
     // Lifecycle: create + mount + unmount + remove, ext4 1 GiB, vs by hand.
     b.fabricate(0);
     let child = b.start();
@@ -412,7 +337,7 @@ fn main() {
         phases[3].push(t4 - t3);
         phases[4].push(t4 - t);
     }
-    let fl = dir.path().join("floor");
+    let fl = dir.join("floor");
     std::fs::create_dir_all(&fl).expect("floor dir");
     let img = fl.join("f.img");
     let mnt = fl.join("mnt");
@@ -449,12 +374,12 @@ fn main() {
         let m = pct(&mut phases[i], 0.5);
         if i == 4 {
             println!(
-                "| lifecycle ext4 1 GiB: {n} (median of {rounds}) | {} | by hand with tools {} |",
+                "| lifecycle ext4 1 GiB: {n} (median of {rounds}) | {} | by hand with tools {} | |",
                 ms(m),
                 ms(pct(&mut by_hand, 0.5))
             );
         } else {
-            println!("| lifecycle ext4 1 GiB: {n} | {} | |", ms(m));
+            println!("| lifecycle ext4 1 GiB: {n} | {} | | |", ms(m));
         }
     }
     stop(child);
@@ -473,7 +398,7 @@ fn main() {
             c.call("VolumeDriver.Remove", &body);
         }
         println!(
-            "| create (ext4 64 MiB) with {n} volumes present | median {} | |",
+            "| create (ext4 64 MiB) with {n} volumes present | median {} | | |",
             ms(pct(&mut v, 0.5))
         );
         stop(child);

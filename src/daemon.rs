@@ -12,8 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::api::{self, Registry};
-use crate::config::{DriverSettings, Settings};
-use crate::driver::{loopdrv::LoopDriver, Driver};
+use crate::config::Settings;
 use crate::service::{Namespace, VolumeService};
 use crate::systemd;
 
@@ -54,24 +53,6 @@ impl ConfigSource {
     }
 }
 
-fn make_driver(settings: &Settings, name: &str) -> Arc<dyn Driver> {
-    let svc = &settings.services[name];
-    match &svc.driver {
-        DriverSettings::Loop { image_dir } => Arc::new(LoopDriver::new(
-            image_dir.clone(),
-            settings.daemon.command_timeout,
-        )),
-        #[cfg(feature = "ceph")]
-        DriverSettings::Cephfs { .. } | DriverSettings::Rbd { .. } => {
-            crate::driver::ceph::make(settings, name)
-        }
-        #[cfg(not(feature = "ceph"))]
-        DriverSettings::Cephfs { .. } | DriverSettings::Rbd { .. } => {
-            unreachable!("config refuses Ceph drivers in builds without the ceph feature")
-        }
-    }
-}
-
 fn count(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
@@ -97,7 +78,13 @@ fn status_line(reg: &Registry) -> String {
             if let Some(p) = &st.problem {
                 line.push_str(&format!(" (unavailable: {p})"));
             }
-            for b in &st.busy {
+            if !st.unreadable.is_empty() {
+                line.push_str(&format!(
+                    " ({} refused: see berth status)",
+                    count(st.unreadable.len(), "unreadable record")
+                ));
+            }
+            for b in st.busy.iter().chain(&st.taken_over) {
                 line.push_str(&format!(" [{b}]"));
             }
             line
@@ -110,64 +97,86 @@ fn status_line(reg: &Registry) -> String {
     )
 }
 
-/// Runs the daemon until SIGTERM/SIGINT. `passed` are the sockets systemd
-/// handed over (possibly none).
-pub async fn run(
-    source: ConfigSource,
-    settings: Settings,
-    passed: Vec<(String, std::os::unix::net::UnixListener)>,
-) -> Result<(), DaemonError> {
-    let started = Instant::now();
-    // Signal handlers first: a `systemctl reload` (SIGHUP) or stop that
-    // arrives while the state loads must not kill berthd with the
-    // default action. Signals received meanwhile are handled once serving.
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| DaemonError::Runtime(format!("SIGTERM handler: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| DaemonError::Runtime(format!("SIGINT handler: {e}")))?;
-    let mut hup = signal(SignalKind::hangup())
-        .map_err(|e| DaemonError::Runtime(format!("SIGHUP handler: {e}")))?;
+/// The signals berthd handles.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
 
-    // Sockets first: systemd's by name, else our own. Serving starts now;
-    // calls that need the volumes wait until they are loaded.
+impl Signals {
+    /// Installs the handlers: a `systemctl reload` (SIGHUP) or stop that
+    /// arrives while the state loads must not kill berthd with the
+    /// default action. Signals received meanwhile are handled once serving.
+    fn install() -> Result<Self, DaemonError> {
+        let one = |kind: SignalKind, what: &str| {
+            signal(kind).map_err(|e| DaemonError::Runtime(format!("{what} handler: {e}")))
+        };
+        Ok(Signals {
+            term: one(SignalKind::terminate(), "SIGTERM")?,
+            int: one(SignalKind::interrupt(), "SIGINT")?,
+            hup: one(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
+/// The plugin sockets, ready to serve.
+struct Listening {
+    endpoints: Vec<api::Endpoint>,
+    /// Socket path of each service.
+    sockets: BTreeMap<String, String>,
+    /// Sockets berthd bound itself (removed on exit).
+    own: Vec<PathBuf>,
+}
+
+/// systemd's sockets by name, else our own.
+fn listen(
+    settings: &Settings,
+    passed: Vec<(String, std::os::unix::net::UnixListener)>,
+) -> Result<Listening, DaemonError> {
     let mut passed: BTreeMap<String, std::os::unix::net::UnixListener> =
         passed.into_iter().collect();
-    let mut endpoints = Vec::new();
-    let mut sockets = BTreeMap::new();
-    let mut own_sockets = Vec::new();
+    let mut l = Listening {
+        endpoints: Vec::new(),
+        sockets: BTreeMap::new(),
+        own: Vec::new(),
+    };
     for (name, svc_settings) in &settings.services {
+        let err = |reason: String| DaemonError::Service {
+            service: name.clone(),
+            reason,
+        };
         let (std_listener, path, ours) = match passed.remove(name) {
-            Some(l) => {
-                let path = l
+            Some(sock) => {
+                let path = sock
                     .local_addr()
                     .ok()
                     .and_then(|a| a.as_pathname().map(Path::to_path_buf))
                     .unwrap_or_default();
-                (l, path, false)
+                let d = &settings.daemon;
+                if let Some(w) =
+                    systemd::disagreement(&path, d.socket_mode, d.socket_group.as_deref())
+                {
+                    warn!(service = %name, "{w}");
+                }
+                (sock, path, false)
             }
             None => {
                 let path = settings.socket_path(name);
-                let l = systemd::bind(
-                    &path,
-                    settings.daemon.socket_mode,
-                    settings.daemon.socket_group.as_deref(),
-                )
-                .map_err(|e| DaemonError::Service {
-                    service: name.clone(),
-                    reason: e.to_string(),
-                })?;
-                own_sockets.push(path.clone());
-                (l, path, true)
+                let d = &settings.daemon;
+                let sock = systemd::bind(&path, d.socket_mode, d.socket_group.as_deref())
+                    .map_err(|e| err(e.to_string()))?;
+                l.own.push(path.clone());
+                (sock, path, true)
             }
         };
-        let listener = UnixListener::from_std(std_listener).map_err(|e| DaemonError::Service {
-            service: name.clone(),
-            reason: format!("cannot use socket {}: {e}", path.display()),
-        })?;
+        let listener = UnixListener::from_std(std_listener)
+            .map_err(|e| err(format!("cannot use socket {}: {e}", path.display())))?;
         info!(service = %name, socket = %path.display(),
             activation = if ours { "bound by berthd" } else { "passed by systemd" }, "listening");
-        sockets.insert(name.clone(), path.to_string_lossy().into_owned());
-        endpoints.push(api::Endpoint {
+        l.sockets
+            .insert(name.clone(), path.to_string_lossy().into_owned());
+        l.endpoints.push(api::Endpoint {
             listener,
             service: name.clone(),
             scope: svc_settings.scope,
@@ -176,6 +185,104 @@ pub async fn run(
     for (name, _) in passed {
         warn!(socket_name = %name, "systemd passed a socket for a service that is not configured; closing it");
     }
+    Ok(l)
+}
+
+/// Opens every service (loads and reconciles its state) on a blocking
+/// thread, one after the other in name order (so a name two services
+/// claim goes to the same one every time).
+async fn open_services(
+    settings: &Settings,
+    changed: &Arc<tokio::sync::Notify>,
+) -> Result<BTreeMap<String, Arc<VolumeService>>, DaemonError> {
+    let ns = Arc::new(Namespace::default());
+    let mut services = BTreeMap::new();
+    for name in settings.services.keys() {
+        let (s, n, ns, changed) = (settings.clone(), name.clone(), ns.clone(), changed.clone());
+        let svc = tokio::task::spawn_blocking(move || {
+            let driver = crate::driver::make(&s, &n);
+            let records = s.records_dir(&n);
+            VolumeService::open(
+                &s.services[&n],
+                &records,
+                &s.daemon.mount_dir,
+                driver,
+                ns,
+                changed,
+            )
+        })
+        .await
+        .map_err(|e| DaemonError::Runtime(format!("start-up task failed: {e}")))?
+        .map_err(|e| DaemonError::Service {
+            service: name.clone(),
+            reason: e.to_string(),
+        })?;
+        services.insert(name.clone(), Arc::new(svc));
+    }
+    Ok(services)
+}
+
+/// `STATUS=` follows changes, coalesced, and every 5 s when it changed
+/// by itself (a cluster that went away or came back, stuck work).
+fn follow_status(reg: Arc<Registry>, changed: Arc<tokio::sync::Notify>) {
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            tokio::select! {
+                _ = changed.notified() => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            let line = status_line(&reg);
+            if line != last {
+                systemd::status(&line);
+                last = line;
+            }
+        }
+    });
+}
+
+/// Counts of failed requests that were not logged one by one reach the
+/// log within a second or two, even when the flood stops.
+fn flush_failure_summaries() {
+    tokio::spawn(async {
+        let mut t = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            t.tick().await;
+            api::failures::flush();
+        }
+    });
+}
+
+fn keep_watchdog() {
+    if let Some(interval) = systemd::watchdog_interval() {
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(interval / 2);
+            loop {
+                t.tick().await;
+                systemd::watchdog();
+            }
+        });
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. `passed` are the sockets systemd
+/// handed over (possibly none).
+pub async fn run(
+    source: ConfigSource,
+    settings: Settings,
+    passed: Vec<(String, std::os::unix::net::UnixListener)>,
+) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    let mut sig = Signals::install()?;
+    // Serving starts now; calls that need the volumes wait until they
+    // are loaded.
+    let Listening {
+        endpoints,
+        sockets,
+        own,
+    } = listen(&settings, passed)?;
     let (gate_tx, gate) = tokio::sync::watch::channel(None);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(
@@ -186,55 +293,31 @@ pub async fn run(
             let _ = stop_rx.await;
         },
     ));
-
-    let ns = Arc::new(Namespace::default());
-    let changed = Arc::new(tokio::sync::Notify::new());
-    let mut services = BTreeMap::new();
-    for name in settings.services.keys() {
-        let s = settings.clone();
-        let n = name.clone();
-        let ns = ns.clone();
-        let changed = changed.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            let driver = make_driver(&s, &n);
-            VolumeService::open(
-                &s.services[&n],
-                &s.records_dir(&n),
-                &s.daemon.mount_dir,
-                driver,
-                ns,
-                changed,
-            )
-        })
-        .await
-        .map_err(|e| DaemonError::Runtime(format!("start-up task failed: {e}")))
-        .and_then(|r| {
-            r.map_err(|e| DaemonError::Service {
-                service: name.clone(),
-                reason: e.to_string(),
-            })
-        });
-        match opened {
-            Ok(svc) => {
-                services.insert(name.clone(), Arc::new(svc));
-            }
-            Err(e) => {
-                drop(gate_tx);
-                let _ = stop_tx.send(());
-                let _ = server.await;
-                for p in own_sockets {
-                    let _ = std::fs::remove_file(&p);
-                }
-                return Err(e);
-            }
+    let stop = |server, own: Vec<PathBuf>| async move {
+        let _ = stop_tx.send(());
+        let _: Result<(), _> = tokio::join!(server).0;
+        for p in own {
+            let _ = std::fs::remove_file(&p);
         }
-    }
-
+    };
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let services = match open_services(&settings, &changed).await {
+        Ok(s) => s,
+        Err(e) => {
+            drop(gate_tx);
+            stop(server, own).await;
+            return Err(e);
+        }
+    };
     let registry = Arc::new(Registry {
         services,
         sockets,
         started,
+        metrics: Default::default(),
     });
+    for svc in registry.services.values() {
+        tokio::spawn(svc.clone().run_background());
+    }
     let _ = gate_tx.send(Some(registry.clone()));
     let line = status_line(&registry);
     systemd::ready(&line);
@@ -242,53 +325,18 @@ pub async fn run(
         duration_ms = started.elapsed().as_millis() as u64,
         "ready: {line}"
     );
-
-    // STATUS= follows changes, coalesced.
-    {
-        let reg = registry.clone();
-        let changed = changed.clone();
-        tokio::spawn(async move {
-            // Also every 5 s when it changed by itself (a cluster that
-            // went away or came back).
-            let mut last = String::new();
-            loop {
-                tokio::select! {
-                    _ = changed.notified() => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-                let line = status_line(&reg);
-                if line != last {
-                    systemd::status(&line);
-                    last = line;
-                }
-            }
-        });
-    }
-    if let Some(interval) = systemd::watchdog_interval() {
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(interval / 2);
-            loop {
-                t.tick().await;
-                systemd::watchdog();
-            }
-        });
-    }
-
+    follow_status(registry.clone(), changed);
+    keep_watchdog();
+    flush_failure_summaries();
     loop {
         tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
-            _ = int.recv() => { info!("SIGINT: stopping"); break; }
-            _ = hup.recv() => reload(&source, &registry),
+            _ = sig.term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sig.int.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sig.hup.recv() => reload(&source, &registry),
         }
     }
     systemd::stopping("stopping: finishing requests in flight; mounted volumes stay mounted");
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    for p in own_sockets {
-        let _ = std::fs::remove_file(&p);
-    }
+    stop(server, own).await;
     info!("stopped; volumes in use stay mounted and their counts are on disk");
     Ok(())
 }

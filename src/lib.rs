@@ -26,6 +26,7 @@
 //! - [`sys`]: the OS boundary (blocking; never called on async threads).
 //! - [`systemd`], [`logging`], [`daemon`]: the host service around it.
 //! - [`client`], [`cli`]: the `berth` command.
+//! - [`rexray`]: REX-Ray's YAML configuration → Berth's (`berth import-rexray`).
 //! - [`dvdcli`]: the `dvdcli` command Mesos runs (any v1 plugin, found as
 //!   Docker finds plugins).
 
@@ -49,12 +50,15 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod driver;
 pub mod dvdcli;
 pub mod logging;
 pub mod protocol;
+pub mod rexray;
 pub mod service;
 pub mod state;
+pub mod step;
 pub mod sys;
 pub mod systemd;
 pub mod volume;

@@ -94,6 +94,35 @@ pub struct GetResponse {
     pub err: String,
 }
 
+/// `/VolumeDriver.Get` answer as the server writes it: the same JSON as
+/// [`GetResponse`], from borrowed fields.
+#[derive(Debug, Serialize)]
+pub struct GetAnswer<'a, S: Serialize> {
+    /// The volume.
+    #[serde(rename = "Volume")]
+    pub volume: VolumeAnswer<'a, S>,
+    /// Empty on success.
+    #[serde(rename = "Err")]
+    pub err: &'a str,
+}
+
+/// A volume in a [`GetAnswer`].
+#[derive(Debug, Serialize)]
+pub struct VolumeAnswer<'a, S: Serialize> {
+    /// Name.
+    #[serde(rename = "Name")]
+    pub name: &'a str,
+    /// Host path when mounted.
+    #[serde(rename = "Mountpoint")]
+    pub mountpoint: std::borrow::Cow<'a, str>,
+    /// RFC 3339.
+    #[serde(rename = "CreatedAt")]
+    pub created_at: &'a str,
+    /// Driver details.
+    #[serde(rename = "Status")]
+    pub status: S,
+}
+
 /// `/VolumeDriver.List` answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ListResponse {
@@ -165,6 +194,22 @@ pub struct ServiceInfo {
     /// Why the backend cannot serve now (absent when it can).
     #[serde(rename = "Problem", default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Storage operations past their deadline, one line each (absent
+    /// when none).
+    #[serde(rename = "Stuck", default, skip_serializing_if = "Vec::is_empty")]
+    pub stuck: Vec<String>,
+    /// Record files (volumes and snapshots) per format found in the
+    /// state directory at start-up: format → count.
+    #[serde(rename = "RecordFormats", default)]
+    pub record_formats: std::collections::BTreeMap<u32, usize>,
+    /// Records that could not be read (damaged, or of a newer format),
+    /// one line each naming the file (absent when none).
+    #[serde(rename = "Unreadable", default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+    /// Mounted volumes another host took over, one line each (absent
+    /// when none).
+    #[serde(rename = "TakenOver", default, skip_serializing_if = "Vec::is_empty")]
+    pub taken_over: Vec<String>,
 }
 
 /// `/Berth.List` answer: every volume with its Status.
@@ -276,12 +321,39 @@ pub struct ResizeRequest {
     pub size: String,
 }
 
+/// `/Berth.VolumeImport`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImportRequest {
+    /// Name of the new volume.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Absolute path of the image file to adopt.
+    #[serde(rename = "Path")]
+    pub path: String,
+}
+
 /// `/Berth.VolumeResize` answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ResizeResponse {
     /// The size now, bytes.
     #[serde(rename = "SizeBytes", default)]
     pub size_bytes: u64,
+    /// Empty on success.
+    #[serde(rename = "Err", default)]
+    pub err: String,
+}
+
+/// `/Berth.VolumeCreate` answer (the request is a [`CreateRequest`]):
+/// what `VolumeDriver.Create` did, which answers only `{"Err": ""}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct VolumeCreateResponse {
+    /// "created", "existed" or "disabled" (`create.disable` is set).
+    #[serde(rename = "Outcome", default)]
+    pub outcome: String,
+    /// For an existing volume: each asked option it does not have (they
+    /// were ignored), e.g. "size: 1.0 GiB, asked 2.0 GiB".
+    #[serde(rename = "Differs", default, skip_serializing_if = "Vec::is_empty")]
+    pub differs: Vec<String>,
     /// Empty on success.
     #[serde(rename = "Err", default)]
     pub err: String,

@@ -104,6 +104,40 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener,
     Ok(l)
 }
 
+/// Where a socket systemd passed differs from the configuration's
+/// `socket_mode`/`socket_group` (the unit's `SocketMode=`/`SocketGroup=`
+/// win): a sentence saying so and how to change it, else `None`.
+pub fn disagreement(path: &Path, mode: u32, group: Option<&str>) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let gid = match group {
+        Some(g) => nix::unistd::Group::from_name(g)
+            .ok()
+            .flatten()?
+            .gid
+            .as_raw(),
+        None => 0,
+    };
+    let (have_mode, have_gid) = (m.mode() & 0o7777, m.gid());
+    if have_mode == mode && have_gid == gid {
+        return None;
+    }
+    let name = |gid: u32| {
+        nix::unistd::Group::from_gid(gid.into())
+            .ok()
+            .flatten()
+            .map_or_else(|| gid.to_string(), |g| g.name)
+    };
+    Some(format!(
+        "socket {} has group {} and mode {:04o} from its systemd unit, the configuration says socket_group {} and socket_mode {:04o}; the unit's SocketGroup=/SocketMode= apply (change them with `systemctl edit berth@.socket`)",
+        path.display(),
+        name(have_gid),
+        have_mode,
+        name(gid),
+        mode
+    ))
+}
+
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         warn!("sd_notify failed: {e}");
@@ -171,5 +205,25 @@ mod tests {
     fn no_passed_sockets_without_env() {
         // LISTEN_PID is not ours in a test process.
         assert!(passed_listeners().is_empty());
+    }
+
+    #[test]
+    fn a_socket_unlike_the_configuration_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sock");
+        let _l = UnixListener::bind(&path).expect("bind");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let gid = std::fs::metadata(&path).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.gid()
+        });
+        let w = disagreement(&path, 0o660, None).expect("mode differs");
+        assert!(
+            w.contains("mode 0600") && w.contains("socket_mode 0660"),
+            "{w}"
+        );
+        if gid.is_ok_and(|g| g == 0) {
+            assert_eq!(disagreement(&path, 0o600, None), None);
+        }
     }
 }

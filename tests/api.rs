@@ -48,7 +48,7 @@ fn raw_http(sock: &std::path::Path, request: &[u8]) -> String {
 
 #[test]
 fn activate_with_empty_body_no_content_type_any_host() {
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let answer = raw_http(
         &d.socket("berth"),
         b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin.moby.localhost\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: 0\r\n\r\n",
@@ -67,9 +67,9 @@ fn activate_with_empty_body_no_content_type_any_host() {
 
 #[test]
 fn capabilities_scope_from_config() {
-    let d = Daemon::start(
+    let d = Daemon::builder().service_toml(
         "[services.berth]\ndriver = \"loop\"\n[services.shared]\ndriver = \"loop\"\nscope = \"global\"\n",
-    );
+    ).start();
     let v = d.client("berth").ok("VolumeDriver.Capabilities", json!({}));
     assert_eq!(v, json!({"Capabilities": {"Scope": "local"}}));
     let mut d = d;
@@ -82,7 +82,7 @@ fn capabilities_scope_from_config() {
 
 #[test]
 fn list_and_get_on_empty_service() {
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let api = d.client("berth");
     assert!(api.list_names().is_empty());
     let e = api.err("VolumeDriver.Get", json!({"Name": "nope"}));
@@ -96,7 +96,7 @@ fn list_and_get_on_empty_service() {
 
 #[test]
 fn malformed_unknown_oversized() {
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let api = d.client("berth");
     let (s, v) = api.raw("VolumeDriver.Create", "{not json");
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
@@ -144,7 +144,7 @@ fn malformed_unknown_oversized() {
 
 #[test]
 fn bad_names_and_options_are_refused_before_storage() {
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let api = d.client("berth");
     let long = "a".repeat(200);
     for bad in [
@@ -193,9 +193,9 @@ fn bad_names_and_options_are_refused_before_storage() {
 
 #[test]
 fn status_endpoint_lists_every_service() {
-    let mut d = Daemon::start(
-        "[services.berth]\ndriver = \"loop\"\n[services.second]\ndriver = \"loop\"\n",
-    );
+    let mut d = Daemon::builder()
+        .service_toml("[services.berth]\ndriver = \"loop\"\n[services.second]\ndriver = \"loop\"\n")
+        .start();
     d.wait_ready("second");
     let v = d.client("second").ok("Berth.Status", json!({}));
     assert_eq!(v["Service"], "second");
@@ -211,7 +211,7 @@ fn status_endpoint_lists_every_service() {
 #[test]
 fn sockets_are_0660_and_removed_on_exit() {
     use std::os::unix::fs::PermissionsExt;
-    let mut d = Daemon::start("");
+    let mut d = Daemon::builder().start();
     let sock = d.socket("berth");
     let mode = std::fs::metadata(&sock)
         .expect("socket")
@@ -253,7 +253,7 @@ fn bad_config_exits_2_naming_file_and_key() {
 
 #[test]
 fn cli_reports_errors_on_stderr_with_nonzero_exit() {
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .arg("--socket")
         .arg(d.socket("berth"))

@@ -25,8 +25,10 @@
 //! may be cleaned up at the next start, see the service's reconcile of
 //! intent records), never half.
 //!
-//! `cargo test --features ceph --test ceph_chaos -- --nocapture`;
-//! `BERTH_CEPH_CHAOS_KILLS` sets the number of kills (default 20),
+//! `cargo test --features ceph --test ceph_chaos -- --nocapture` makes
+//! a short run (10 kills, part of the normal Ceph tests);
+//! `BERTH_CEPH_CHAOS_KILLS` sets the number of kills (the long run of
+//! scripts/chaos-long.sh: 100), `BERTH_CEPH_CHAOS=0` skips it,
 //! `BERTH_TEST_SEED` replays a run. Needs root and the Ceph tools (skips
 //! loudly without them).
 #![cfg(feature = "ceph")]
@@ -39,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::ceph::{processes_naming, CephCluster, HOST_A};
+use common::workload::{choose, free_sources, snap_key, Busy, Vol};
 use common::{env_num, percentile, seed, Conn, Daemon};
 use serde_json::{json, Value};
 
@@ -55,9 +58,13 @@ const NAMES: usize = 4;
 const SNAPSHOTS: usize = 3;
 const SIZE: &str = "64M";
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// Kills of the short run in the normal test set (a long run:
+/// `BERTH_CEPH_CHAOS_KILLS=100`, scripts/chaos-long.sh ceph).
+const CI_KILLS: u64 = 10;
 /// Volumes whose data is checked through a mount at each check (besides
 /// the mounted ones, checked in place, and the ones a cut operation
-/// touched).
+/// touched), in a long run; the short run checks those only, and every
+/// volume at the end.
 const VERIFY_PER_CHECK: usize = 2;
 
 fn config(c: &CephCluster) -> String {
@@ -91,28 +98,6 @@ fn prefix(svc: &str) -> &'static str {
     } else {
         "rbd"
     }
-}
-
-/// What the workload knows of one volume.
-#[derive(Debug, Clone, Default)]
-struct Vol {
-    /// Mount ID → mounts the workload holds.
-    holds: BTreeMap<String, u32>,
-    /// File name → checksum of what was written and fsynced.
-    files: BTreeMap<String, u64>,
-    /// Data path while mounted.
-    path: Option<PathBuf>,
-}
-
-impl Vol {
-    fn count(&self) -> u32 {
-        self.holds.values().sum()
-    }
-}
-
-/// Busy key of a snapshot.
-fn snap_key(s: &str) -> String {
-    format!("@{s}")
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +207,8 @@ struct Chaos<'a> {
     mnt: PathBuf,
     fig: Figures,
     epoch: u64,
+    /// Extra volumes checked through a mount at each check.
+    verify_extra: usize,
 }
 
 impl Chaos<'_> {
@@ -293,26 +280,21 @@ impl Chaos<'_> {
             .map(|v| v["Volume"].clone())
     }
 
-    fn pick(&mut self, busy: &BTreeSet<String>) -> Option<Op> {
+    fn pick(&mut self, busy: &Busy) -> Option<Op> {
         for _ in 0..20 {
             let svc = SERVICES[self.rng.usize(0..2)];
             let name = format!("{}-{}", prefix(svc), self.rng.usize(0..NAMES));
             if busy.contains(&name) {
                 continue;
             }
-            let id = self.ids[self.rng.usize(0..self.ids.len())].clone();
+            let id = choose(&mut self.rng, &self.ids);
             let snap = format!("{}-s{}", prefix(svc), self.rng.usize(0..SNAPSHOTS));
             let snap_free = !busy.contains(&snap_key(&snap));
             let op = match self.model.get(&name) {
                 None => {
-                    let srcs: Vec<String> = self
-                        .model
-                        .keys()
-                        .filter(|k| svc_of(k) == svc && !busy.contains(*k))
-                        .cloned()
-                        .collect();
+                    let srcs = free_sources(&self.model, busy, |k| svc_of(k) == svc);
                     if !srcs.is_empty() && self.rng.u8(0..4) == 0 {
-                        Op::Clone(name, srcs[self.rng.usize(0..srcs.len())].clone())
+                        Op::Clone(name, choose(&mut self.rng, &srcs))
                     } else {
                         Op::Create(name)
                     }
@@ -322,8 +304,7 @@ impl Chaos<'_> {
                     match self.rng.u8(0..12) {
                         0..=3 => Op::Mount(name, id),
                         4..=6 if v.count() > 0 => {
-                            let held: Vec<&String> = v.holds.keys().collect();
-                            let id = held[self.rng.usize(0..held.len())].clone();
+                            let id = v.held_id(&mut self.rng).expect("held");
                             Op::Unmount(name, id)
                         }
                         7 | 8 if snap_free => match self.snaps.get(&snap) {
@@ -799,7 +780,7 @@ impl Chaos<'_> {
         let mut n_extra = 0;
         for n in idle {
             if !touched.contains(&n) {
-                if n_extra == VERIFY_PER_CHECK {
+                if n_extra == self.verify_extra {
                     continue;
                 }
                 n_extra += 1;
@@ -857,20 +838,24 @@ fn restart(d: &mut Daemon, socks: &BTreeMap<&'static str, PathBuf>) -> Duration 
 }
 
 #[test]
-fn ceph_chaos_sigkill_loses_nothing() {
-    // Not in CI yet: some runs still find violations (docs/robustness.md,
-    // "Ceph chaos"); scripts/chaos-long.sh ceph runs it.
-    if std::env::var_os("BERTH_CEPH_CHAOS").is_none_or(|v| v != "1") {
-        eprintln!("SKIP: ceph_chaos_sigkill_loses_nothing runs with BERTH_CEPH_CHAOS=1 (scripts/chaos-long.sh ceph)");
+fn root_ceph_chaos_sigkill_loses_nothing() {
+    // The short run (CI_KILLS kills) is part of the normal Ceph tests;
+    // scripts/chaos-long.sh ceph makes it long (BERTH_CEPH_CHAOS_KILLS).
+    if std::env::var_os("BERTH_CEPH_CHAOS").is_some_and(|v| v == "0") {
+        eprintln!("SKIP: root_ceph_chaos_sigkill_loses_nothing (BERTH_CEPH_CHAOS=0)");
         return;
     }
-    let Some(mut c) = CephCluster::start_or_skip("ceph_chaos_sigkill_loses_nothing") else {
+    let Some(mut c) = CephCluster::start_or_skip("root_ceph_chaos_sigkill_loses_nothing") else {
         return;
     };
     eprintln!("cluster up in {:?}", c.up_time);
-    let kills = env_num("BERTH_CEPH_CHAOS_KILLS", 20);
-    let seed = seed("ceph_chaos_sigkill_loses_nothing");
-    let mut d = Daemon::start_in(Some(HOST_A), "", &config(&c), c.env());
+    let kills = env_num("BERTH_CEPH_CHAOS_KILLS", CI_KILLS);
+    let seed = seed("root_ceph_chaos_sigkill_loses_nothing");
+    let mut d = Daemon::builder()
+        .netns(HOST_A)
+        .service_toml(&config(&c))
+        .envs(c.env())
+        .start();
     d.wait_ready(BLK);
     c.add_mount_root(&d.mount_dir());
     let socks: BTreeMap<&'static str, PathBuf> =
@@ -886,6 +871,11 @@ fn ceph_chaos_sigkill_loses_nothing() {
         mnt: d.mount_dir(),
         fig: Figures::default(),
         epoch: 0,
+        verify_extra: if kills > CI_KILLS {
+            VERIFY_PER_CHECK
+        } else {
+            0
+        },
     };
     ch.ids = (0..3)
         .map(|_| format!("{:016x}", ch.rng.u64(..)).repeat(4))

@@ -13,10 +13,10 @@ use common::{is_mounted, Daemon};
 use serde_json::Value;
 
 #[test]
-fn cluster_serves_both_hosts_and_leaves_nothing_behind() {
+fn root_cluster_serves_both_hosts_and_leaves_nothing_behind() {
     let t0 = Instant::now();
     let Some(mut c) =
-        CephCluster::start_or_skip("cluster_serves_both_hosts_and_leaves_nothing_behind")
+        CephCluster::start_or_skip("root_cluster_serves_both_hosts_and_leaves_nothing_behind")
     else {
         return;
     };
@@ -101,7 +101,7 @@ fn cluster_serves_both_hosts_and_leaves_nothing_behind() {
     // A berthd inside host A: its network namespace is A's, its mounts
     // land in ours.
     {
-        let d = Daemon::start_in(Some(HOST_A), "", "", c.env());
+        let d = Daemon::builder().netns(HOST_A).envs(c.env()).start();
         let pid = d.pid().expect("berthd pid");
         let ns = std::fs::metadata(format!("/proc/{pid}/ns/net")).expect("berthd netns");
         let a = std::fs::metadata(format!("/run/netns/{HOST_A}")).expect("netns file");

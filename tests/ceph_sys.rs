@@ -182,7 +182,7 @@ fn connect_with_a_missing_conf_names_the_file() {
 }
 
 #[test]
-fn cluster_basics() {
+fn root_cluster_basics() {
     let cfg = cluster_cfg!();
     let c = Cluster::connect(&cfg).expect("connect");
     let addr = c.instance_addr().expect("addr");
@@ -210,7 +210,7 @@ fn cluster_basics() {
 }
 
 #[test]
-fn rbd_images_metadata_snapshots_clones() {
+fn root_rbd_images_metadata_snapshots_clones() {
     let cfg = cluster_cfg!();
     let c = Cluster::connect(&cfg).expect("connect");
     let pool = c.rbd(&pool_name()).expect("pool");
@@ -304,7 +304,7 @@ fn rbd_images_metadata_snapshots_clones() {
 }
 
 #[test]
-fn rbd_locks_between_two_clients() {
+fn root_rbd_locks_between_two_clients() {
     let cfg = cluster_cfg!();
     let a = Cluster::connect(&cfg).expect("connect a");
     let b = Cluster::connect(&cfg).expect("connect b");
@@ -346,7 +346,7 @@ fn rbd_locks_between_two_clients() {
 }
 
 #[test]
-fn rbd_fuse_shows_a_watcher_and_blocklisting_fences_it() {
+fn root_rbd_fuse_shows_a_watcher_and_blocklisting_fences_it() {
     let cfg = cluster_cfg!();
     let c = Cluster::connect(&cfg).expect("connect");
     let pool = c.rbd(&pool_name()).expect("pool");
@@ -380,16 +380,26 @@ fn rbd_fuse_shows_a_watcher_and_blocklisting_fences_it() {
         f.write_all_at(b"before-fence", 0).expect("write");
         f.sync_all().expect("fsync");
 
+        // Fence: blocklist, then the epoch barrier (every placement group
+        // of the pool has the map that carries the entry).
         let t = Instant::now();
-        c.blocklist_add(&w.addr, Duration::from_secs(3600))
-            .expect("blocklist");
-        eprintln!("blocklist_add took {:?}", t.elapsed());
+        let epoch = pool
+            .fence(&w.addr, Duration::from_secs(3600))
+            .expect("fence");
+        eprintln!("fence took {:?} (osdmap epoch {epoch})", t.elapsed());
+        let pgs = c.pool_pgs(&pool_name()).expect("pgs");
+        assert!(!pgs.is_empty());
+        for pg in pgs {
+            let have = c.pg_epoch(&pg).expect("pg query");
+            assert!(have >= epoch, "pg {pg} has epoch {have} < {epoch}");
+        }
 
-        // The fenced write must not be reported durable. rbd-fuse (cache
-        // off, as rbd_fuse_mount starts it) blocks it: librbd retries
-        // until the blocklist entry expires, then the write lands. So the
-        // fenced host's helper must be gone before that: here we kill it,
-        // as the fenced host's own cleanup would.
+        // What Ceph guarantees from here on: nothing the fenced client
+        // sends lands. Whether its write(2) fails at once, fails later or
+        // hangs (librbd retries) is a matter of timing, so the test does
+        // not look at it: it gives the write time to land, kills the
+        // fenced helper (as the fenced host's berthd does), and reads the
+        // block back through a fresh, unfenced client.
         let (tx, rx) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
             let t = Instant::now();
@@ -398,25 +408,18 @@ fn rbd_fuse_shows_a_watcher_and_blocklisting_fences_it() {
                 .and_then(|_| f.sync_all());
             let _ = tx.send((r, t.elapsed()));
         });
-        match rx.recv_timeout(Duration::from_secs(3)) {
-            Ok((r, took)) => {
-                eprintln!("fenced write+fsync returned {r:?} after {took:?}");
-                assert!(
-                    r.is_err(),
-                    "a blocklisted rbd-fuse reported a durable write"
-                );
-            }
-            Err(_) => eprintln!("fenced write+fsync still blocked after 3 s"),
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok((r, took)) => eprintln!("fenced write+fsync returned {r:?} after {took:?}"),
+            Err(_) => eprintln!("fenced write+fsync still blocked after 2 s"),
         }
         let ws = pool.watchers(&img).expect("watchers");
-        eprintln!("watchers 3 s after blocklisting: {ws:?}");
+        eprintln!("watchers 2 s after blocklisting: {ws:?}");
         for pid in helper_pids(&m1) {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
                 .expect("kill");
         }
         if let Ok((r, took)) = rx.recv_timeout(Duration::from_secs(10)) {
             eprintln!("fenced write+fsync after its rbd-fuse was killed: {r:?} ({took:?})");
-            assert!(r.is_err(), "the fenced write reported success");
         }
         let _ = writer.join();
         let t = Instant::now();
@@ -444,8 +447,223 @@ fn rbd_fuse_shows_a_watcher_and_blocklisting_fences_it() {
     result.expect("test body");
 }
 
+/// Blocks the hand-over test writes: one 4 KiB block at the start of
+/// each 4 MiB RBD object, so they fall on different objects and PGs.
+const HANDOVER_BLOCKS: u64 = 16;
+const HANDOVER_STRIDE: u64 = 4 * MIB;
+const BLOCK: usize = 4096;
+
+/// A block: `tag` (8 bytes), then `stamp` (little endian), repeated.
+fn stamped_block(tag: &[u8; 8], stamp: u64) -> Vec<u8> {
+    let mut unit = tag.to_vec();
+    unit.extend_from_slice(&stamp.to_le_bytes());
+    unit.iter().copied().cycle().take(BLOCK).collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The hand-over invariant, over many trials: host A's rbd-fuse keeps
+/// writing sequence-stamped blocks (write + fsync, one after another)
+/// while host B takes the image over: B breaks A's lock, fences A's
+/// client (blocklist + epoch barrier), takes the lock, starts its own
+/// rbd-fuse and writes its marker to every block. Afterwards A keeps
+/// trying for a while, then its helper is killed and the blocks are read
+/// through a fresh client: any block that is not B's marker was
+/// overwritten by A after B's first write — a violation. (A's writes
+/// that landed before B's write are overwritten by it; that is allowed.)
+/// A write A starts after the fence returned and that is acknowledged
+/// (rbd-fuse runs without cache: acknowledged = on the OSDs) is a
+/// violation too.
+///
+/// `BERTH_FENCE_TRIALS` sets the number of trials (default 20).
 #[test]
-fn watcher_of_a_killed_rbd_fuse_lingers_until_timeout_or_blocklist() {
+fn root_handover_no_write_of_the_old_owner_lands_after_the_new_owners_first() {
+    let cfg = cluster_cfg!();
+    let trials: usize = std::env::var("BERTH_FENCE_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let ca = Cluster::connect(&cfg).expect("connect a");
+    let cb = Cluster::connect(&cfg).expect("connect b");
+    let pa = ca.rbd(&pool_name()).expect("pool a");
+    let pb = cb.rbd(&pool_name()).expect("pool b");
+    let img = unique("handover");
+    pa.create(&img, HANDOVER_BLOCKS * HANDOVER_STRIDE)
+        .expect("create");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ma = dir.path().join("a");
+    let mb = dir.path().join("b");
+    let mc = dir.path().join("check");
+    for m in [&ma, &mb, &mc] {
+        fs::create_dir_all(m).expect("mkdir");
+    }
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut fence_times = Vec::new();
+        let mut handover_times = Vec::new();
+        let mut violations = Vec::new();
+        let (mut a_acked_total, mut a_after_barrier_tries) = (0u64, 0u64);
+        let mut a_acked_after_barrier = 0u64;
+        for trial in 0..trials as u64 {
+            // Host A owns the image and writes.
+            pa.lock_exclusive(&img, "berth:host-a").expect("lock a");
+            let file_a = rbd_fuse_mount(&cfg, &pool_name(), &img, &ma).expect("rbd-fuse a");
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let tries = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            // Stamps above this were written after the barrier.
+            let barrier_at = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+            let late = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let writer = {
+                let (stop, acked, tries) = (stop.clone(), acked.clone(), tries.clone());
+                let (barrier_at, late) = (barrier_at.clone(), late.clone());
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&file_a)
+                    .expect("open a");
+                std::thread::spawn(move || {
+                    for i in 1u64.. {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        tries.store(i, Ordering::SeqCst);
+                        let off = (i % HANDOVER_BLOCKS) * HANDOVER_STRIDE;
+                        let ok = f
+                            .write_all_at(&stamped_block(b"host-a::", i), off)
+                            .and_then(|_| f.sync_data());
+                        // A fenced host does not give up by itself: it
+                        // keeps writing until its helper is killed.
+                        if ok.is_ok() {
+                            acked.store(i, Ordering::SeqCst);
+                            if i > barrier_at.load(Ordering::SeqCst) {
+                                late.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                })
+            };
+            let t = Instant::now();
+            while acked.load(Ordering::SeqCst) < 3 {
+                assert!(t.elapsed() < Duration::from_secs(20), "A does not write");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+
+            // Host B takes over: break, fence (blocklist + barrier), lock.
+            let t0 = Instant::now();
+            let watchers = pb.watchers(&img).expect("watchers");
+            assert_eq!(watchers.len(), 1, "{watchers:?}");
+            for l in pb.lockers(&img).expect("lockers") {
+                pb.break_lock(&img, &l.client, &l.cookie).expect("break");
+            }
+            for w in &watchers {
+                pb.fence(&w.addr, Duration::from_secs(600)).expect("fence");
+            }
+            let fenced = t0.elapsed();
+            let a_at_barrier = tries.load(Ordering::SeqCst);
+            let a_acked_at_barrier = acked.load(Ordering::SeqCst);
+            barrier_at.store(a_at_barrier, Ordering::SeqCst);
+            pb.lock_exclusive(&img, "berth:host-b").expect("lock b");
+            // B's first write: its marker on every block.
+            let file_b = rbd_fuse_mount(&cfg, &pool_name(), &img, &mb).expect("rbd-fuse b");
+            let fb = OpenOptions::new()
+                .write(true)
+                .open(&file_b)
+                .expect("open b");
+            let marker = stamped_block(b"host-b::", trial);
+            for k in 0..HANDOVER_BLOCKS {
+                fb.write_all_at(&marker, k * HANDOVER_STRIDE)
+                    .expect("B writes");
+            }
+            fb.sync_data().expect("B fsync");
+            drop(fb);
+            let handover = t0.elapsed();
+
+            // A goes on trying (its writes hang or fail), then its host
+            // notices and kills the helper.
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, Ordering::SeqCst);
+            sysceph_kill(&ma);
+            writer.join().expect("writer");
+            fuse_unmount(&ma, Duration::from_secs(20)).expect("unmount a");
+            fuse_unmount(&mb, Duration::from_secs(20)).expect("unmount b");
+
+            // Read back through a fresh client (no page cache of B's).
+            let file_c = rbd_fuse_mount(&cfg, &pool_name(), &img, &mc).expect("rbd-fuse check");
+            let fc = fs::File::open(&file_c).expect("open check");
+            let mut buf = vec![0u8; BLOCK];
+            for k in 0..HANDOVER_BLOCKS {
+                fc.read_exact_at(&mut buf, k * HANDOVER_STRIDE)
+                    .expect("read back");
+                if buf != marker {
+                    violations.push(format!(
+                        "trial {trial}, block {k}: {:?} stamp {} (A: {} acknowledged, {} tried at the barrier)",
+                        String::from_utf8_lossy(&buf[..8]),
+                        u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes")),
+                        acked.load(Ordering::SeqCst),
+                        a_at_barrier,
+                    ));
+                }
+            }
+            drop(fc);
+            fuse_unmount(&mc, Duration::from_secs(20)).expect("unmount check");
+            pb.unlock(&img, "berth:host-b").expect("unlock b");
+            let late = late.load(Ordering::SeqCst);
+            if late > 0 {
+                violations.push(format!(
+                    "trial {trial}: {late} write(s) A started after the barrier were acknowledged"
+                ));
+            }
+            a_acked_total += a_acked_at_barrier;
+            a_acked_after_barrier += acked.load(Ordering::SeqCst) - a_acked_at_barrier;
+            a_after_barrier_tries += tries.load(Ordering::SeqCst) - a_at_barrier;
+            fence_times.push(fenced);
+            handover_times.push(handover);
+        }
+        fence_times.sort();
+        handover_times.sort();
+        eprintln!(
+            "hand-over: {trials} trials in {:?}; A: {a_acked_total} writes acknowledged before the barrier, {a_after_barrier_tries} tried after it ({a_acked_after_barrier} acknowledged: the ones in flight at the barrier); violations: {}",
+            started.elapsed(),
+            violations.len()
+        );
+        eprintln!(
+            "  fence (break + blocklist + epoch barrier): p50 {:?}, p99 {:?}, max {:?}",
+            percentile(&fence_times, 50.0),
+            percentile(&fence_times, 99.0),
+            fence_times.last().copied().unwrap_or_default()
+        );
+        eprintln!(
+            "  hand-over to B's first durable write (+ lock, rbd-fuse start): p50 {:?}, p99 {:?}, max {:?}",
+            percentile(&handover_times, 50.0),
+            percentile(&handover_times, 99.0),
+            handover_times.last().copied().unwrap_or_default()
+        );
+        assert!(
+            violations.is_empty(),
+            "writes of the fenced owner landed after the new owner's: {violations:#?}"
+        );
+    }));
+    for m in [&ma, &mb, &mc] {
+        sysceph_kill(m);
+        let _ = fuse_unmount(m, Duration::from_secs(5));
+    }
+    let _ = pa.remove(&img);
+    result.expect("test body");
+}
+
+/// Kills the FUSE helper serving `target` and waits until it is gone.
+fn sysceph_kill(target: &Path) {
+    berth::sys::ceph::kill_helpers(target, Duration::from_secs(10));
+}
+
+#[test]
+fn root_watcher_of_a_killed_rbd_fuse_lingers_until_timeout_or_blocklist() {
     let cfg = cluster_cfg!();
     let c = Cluster::connect(&cfg).expect("connect");
     let pool = c.rbd(&pool_name()).expect("pool");
@@ -522,7 +740,7 @@ fn watcher_of_a_killed_rbd_fuse_lingers_until_timeout_or_blocklist() {
 }
 
 #[test]
-fn rbd_fuse_loop_ext4_round_trip() {
+fn root_rbd_fuse_loop_ext4_round_trip() {
     let cfg = cluster_cfg!();
     let c = Cluster::connect(&cfg).expect("connect");
     let pool = c.rbd(&pool_name()).expect("pool");
@@ -575,7 +793,7 @@ fn rbd_fuse_loop_ext4_round_trip() {
 }
 
 #[test]
-fn rbd_fuse_of_a_missing_image_fails_and_leaves_nothing_mounted() {
+fn root_rbd_fuse_of_a_missing_image_fails_and_leaves_nothing_mounted() {
     let mut cfg = cluster_cfg!();
     cfg.timeout = Duration::from_secs(3);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -594,7 +812,7 @@ fn rbd_fuse_of_a_missing_image_fails_and_leaves_nothing_mounted() {
 }
 
 #[test]
-fn cephfs_subvolumes_metadata_snapshots_clones() {
+fn root_cephfs_subvolumes_metadata_snapshots_clones() {
     let cfg = cluster_cfg!();
     let c = Cluster::connect(&cfg).expect("connect");
     let fs = CephFs::new(c, fs_name(), "berth-test");
@@ -691,7 +909,7 @@ fn cephfs_subvolumes_metadata_snapshots_clones() {
 }
 
 #[test]
-fn ceph_fuse_mount_enforces_the_quota() {
+fn root_ceph_fuse_mount_enforces_the_quota() {
     let cfg = cluster_cfg!();
     let c = Cluster::connect(&cfg).expect("connect");
     let fs = CephFs::new(c, fs_name(), "berth-test");
@@ -755,7 +973,7 @@ fn ceph_fuse_mount_enforces_the_quota() {
 /// Prints the cost of each operation (ms) and the same operations through
 /// the CLI, and the helpers' memory. Not an assertion of speed.
 #[test]
-fn timings_report() {
+fn root_timings_report() {
     let cfg = cluster_cfg!();
     fn ms(t: Instant) -> f64 {
         t.elapsed().as_secs_f64() * 1000.0

@@ -40,6 +40,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::workload::{choose, free_sources, snap_key, Busy, Vol};
 use common::{can_use_storage, env_num, percentile, seed, settled_violations, Conn, Daemon};
 use serde_json::{json, Value};
 
@@ -60,34 +61,6 @@ fn size_arg(bytes: u64) -> String {
     format!("{}M", bytes / MIB)
 }
 
-/// What the workload knows of one volume.
-#[derive(Debug, Clone)]
-struct Vol {
-    /// Mount ID → mounts the workload holds.
-    holds: BTreeMap<String, u32>,
-    /// File name → checksum of what was written (and fsynced).
-    files: BTreeMap<String, u64>,
-    /// Data path while mounted.
-    path: Option<PathBuf>,
-    /// Size in bytes (as created, cloned or last resized).
-    size: u64,
-}
-
-impl Vol {
-    fn new(files: BTreeMap<String, u64>, size: u64) -> Vol {
-        Vol {
-            holds: BTreeMap::new(),
-            files,
-            path: None,
-            size,
-        }
-    }
-
-    fn count(&self) -> u32 {
-        self.holds.values().sum()
-    }
-}
-
 /// What the workload knows of one snapshot: its source and the content
 /// the source had when it was taken.
 #[derive(Debug, Clone)]
@@ -95,11 +68,6 @@ struct Snap {
     volume: String,
     files: BTreeMap<String, u64>,
     size: u64,
-}
-
-/// The busy key of a snapshot (volume names can't contain '@').
-fn snap_key(s: &str) -> String {
-    format!("@{s}")
 }
 
 /// One plugin call the workload can make. To add an operation: a variant,
@@ -278,28 +246,23 @@ impl Chaos {
 
     /// Chooses an operation that is valid for the workload's model;
     /// `busy` holds the keys of operations already in flight.
-    fn pick(&mut self, busy: &BTreeSet<String>) -> Option<Op> {
+    fn pick(&mut self, busy: &Busy) -> Option<Op> {
         for _ in 0..20 {
             let name = format!("chaos-{}", self.rng.usize(0..NAMES));
             if busy.contains(&name) {
                 continue;
             }
-            let id = self.ids[self.rng.usize(0..self.ids.len())].clone();
+            let id = choose(&mut self.rng, &self.ids);
             let snapshot = format!("snap-{}", self.rng.usize(0..SNAPSHOTS));
             let snap_free = !busy.contains(&snap_key(&snapshot));
             let op = match self.model.get(&name) {
                 None => match self.rng.u8(0..6) {
                     0 => {
-                        let srcs: Vec<String> = self
-                            .model
-                            .keys()
-                            .filter(|k| !busy.contains(*k))
-                            .cloned()
-                            .collect();
+                        let srcs = free_sources(&self.model, busy, |_| true);
                         if srcs.is_empty() {
                             Op::Create(name)
                         } else {
-                            let src = srcs[self.rng.usize(0..srcs.len())].clone();
+                            let src = choose(&mut self.rng, &srcs);
                             let size = self.model[&src].size;
                             let grow = (self.rng.u8(0..3) == 0 && size + GROW <= MAX_SIZE)
                                 .then_some(size + GROW);
@@ -314,8 +277,7 @@ impl Chaos {
                 Some(v) => match self.rng.u8(0..14) {
                     0..=3 => Op::Mount(name, id),
                     4..=7 if v.count() > 0 => {
-                        let held: Vec<&String> = v.holds.keys().collect();
-                        let id = held[self.rng.usize(0..held.len())].clone();
+                        let id = v.held_id(&mut self.rng).expect("held");
                         Op::Unmount(name, id)
                     }
                     8..=10 if snap_free => {
@@ -817,7 +779,7 @@ fn root_chaos_sigkill_loses_nothing() {
     }
     let kills = env_num("BERTH_CHAOS_KILLS", 50);
     let seed = seed("root_chaos_sigkill_loses_nothing");
-    let mut d = Daemon::start_with_env("", vec![("RUST_LOG".into(), "info".into())]);
+    let mut d = Daemon::builder().env("RUST_LOG", "info").start();
     let mut c = Chaos {
         rng: fastrand::Rng::with_seed(seed),
         model: BTreeMap::new(),

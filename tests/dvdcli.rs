@@ -6,21 +6,23 @@
 //! Without root, the berthd tests print `SKIPPED (needs root): …` and
 //! pass; the others run everywhere.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::Daemon;
 use serde_json::{json, Value};
 
 const DVDCLI: &str = env!("CARGO_BIN_EXE_dvdcli");
-const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
 const GIB: u64 = 1 << 30;
 
 // ---------------------------------------------------------------- running dvdcli
@@ -69,11 +71,21 @@ impl Run {
 
 /// Where dvdcli looks for plugins in a test: private directories only.
 struct Dirs {
-    tmp: tempfile::TempDir,
+    root: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Dirs {
     fn new() -> Dirs {
+        let tmp = Dirs::tempdir();
+        Dirs {
+            root: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+        }
+    }
+
+    /// A private directory with the socket and spec directories.
+    fn tempdir() -> tempfile::TempDir {
         let tmp = tempfile::Builder::new()
             .prefix("dvdcli-test.")
             .tempdir()
@@ -81,11 +93,11 @@ impl Dirs {
         for d in ["plugins", "specs", "lib-specs"] {
             std::fs::create_dir_all(tmp.path().join(d)).expect("mkdir");
         }
-        Dirs { tmp }
+        tmp
     }
 
     fn root(&self) -> &Path {
-        self.tmp.path()
+        &self.root
     }
 
     fn sockets(&self) -> PathBuf {
@@ -201,27 +213,20 @@ fn loops_under(root: &Path) -> Vec<String> {
 
 /// A berthd serving two loop services from a private directory:
 /// `mesos` (volume.unmount.ignoreusedcount = true, as docs/mesos.md
-/// recommends) and `counting` (the default counting mode).
+/// recommends) and `counting` (the default counting mode). Its sockets
+/// are where dvdcli looks for plugins.
 struct Berthd {
-    child: Option<Child>,
+    d: Daemon,
     dirs: Dirs,
-    log: PathBuf,
 }
 
 impl Berthd {
     fn start() -> Berthd {
-        let dirs = Dirs::new();
-        let root = dirs.root();
-        let config = root.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[daemon]
-plugins_dir = "{plugins}"
-state_dir = "{root}/state"
-mount_dir = "{root}/volumes"
-log_level = "info"
-
+        let tmp = Dirs::tempdir();
+        let root = tmp.path().to_path_buf();
+        let mut d = Daemon::builder()
+            .service_toml(&format!(
+                r#"
 [services.mesos]
 driver = "loop"
 [services.mesos.volume.unmount]
@@ -231,125 +236,34 @@ image_dir = "{root}/pools/io1"
 
 [services.counting]
 driver = "loop"
+
+# As named in the seed, with nothing but the defaults.
+[services.rexray]
+driver = "loop"
 "#,
-                plugins = dirs.sockets().display(),
                 root = root.display()
-            ),
-        )
-        .expect("write config");
-        let log = root.join("berthd.log");
-        let child = Command::new(BERTHD)
-            .arg("--config")
-            .arg(&config)
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .env_remove("LISTEN_FDNAMES")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start berthd");
-        let mut d = Berthd {
-            child: Some(child),
-            dirs,
-            log,
-        };
-        d.wait_ready();
-        d
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let socks = ["mesos", "counting"].map(|s| self.dirs.sockets().join(format!("{s}.sock")));
-        loop {
-            if socks.iter().all(|s| UnixStream::connect(s).is_ok()) {
-                return;
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!(
-                        "berthd exited ({st}) before listening:\n{}",
-                        self.log_text()
-                    );
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berthd did not listen within 30 s:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            ))
+            .env("RUST_LOG", "info")
+            .dir(tmp)
+            .start();
+        d.wait_ready("counting");
+        Berthd {
+            d,
+            dirs: Dirs { root, _tmp: None },
         }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn mount_dir(&self) -> PathBuf {
-        self.dirs.root().join("volumes")
+        self.d.mount_dir()
     }
 
     /// The volume's `Status` through the plugin API (not through dvdcli).
-    fn status(&self, service: &str, volume: &str) -> serde_json::Map<String, Value> {
-        let client = berth::client::PluginClient::new(
-            self.dirs.sockets().join(format!("{service}.sock")),
-            Duration::from_secs(30),
-        );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let got: berth::protocol::GetResponse = rt
-            .block_on(client.call(
-                "VolumeDriver.Get",
-                Some(&berth::protocol::NameRequest {
-                    name: volume.into(),
-                }),
-            ))
-            .expect("Get");
-        got.volume
-            .and_then(|v| v.status)
-            .expect("a volume with a Status")
+    fn status(&self, service: &str, volume: &str) -> Value {
+        self.d.client(service).status(volume)
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() > deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        // berthd keeps volumes mounted across its own exit by design; a
-        // test that failed halfway may have left some: take them down.
-        let root = self.dirs.root().to_path_buf();
-        for (target, _) in mounts().into_iter().rev() {
-            if target.starts_with(&root) {
-                let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        for dev in loops_under(&root) {
-            let _ = Command::new("losetup").arg("-d").arg(&dev).status();
-        }
-    }
-}
-
-impl Drop for Berthd {
-    fn drop(&mut self) {
-        self.stop();
+        self.d.stop();
     }
 }
 
@@ -367,9 +281,33 @@ macro_rules! needs_root {
 
 // ---------------------------------------------------------------- berthd tests
 
+/// The seed's Mesos-containerizer example, verbatim: driver `rexray`,
+/// `volumetype=io1` naming no pool of a service with the default config.
 #[test]
-fn marathon_native_containerizer_example_on_berth() {
-    needs_root!("marathon_native_containerizer_example_on_berth");
+fn root_seed_mesos_containerizer_example_verbatim() {
+    needs_root!("root_seed_mesos_containerizer_example_verbatim");
+    let d = Berthd::start();
+    let dv = |args: &[&str]| d.dirs.dvdcli(args, &[]);
+    let mount_args = dvdi_mount_args("rexray", "test12345", SEED_OPTS, "false");
+    let path = PathBuf::from(dv(&strs(&mount_args)).ok("mount").line());
+    std::fs::write(path.join("hello"), b"seed\n").expect("write in the volume");
+    let status = d.status("rexray", "test12345");
+    assert_eq!(status["type"], json!("io1"), "recorded: {status:?}");
+    assert_eq!(status["pool"], json!("default"), "{status:?}");
+    assert_eq!(status["fsType"], json!("xfs"), "{status:?}");
+    assert_eq!(status["iops"], json!(150), "{status:?}");
+    assert_eq!(status["sizeBytes"], json!(5 * GIB), "{status:?}");
+    dv(&["unmount", "--volumedriver=rexray", "--volumename=test12345"]).ok("unmount");
+    let log = d.d.log();
+    assert!(
+        log.contains("volumeType \"io1\" names no storage pool"),
+        "an INFO line says so"
+    );
+}
+
+#[test]
+fn root_marathon_native_containerizer_example_on_berth() {
+    needs_root!("root_marathon_native_containerizer_example_on_berth");
     let mut d = Berthd::start();
     let dv = |args: &[&str]| d.dirs.dvdcli(args, &[]);
     let mount_args = dvdi_mount_args("mesos", "test12345", SEED_OPTS, "false");
@@ -503,8 +441,8 @@ fn marathon_native_containerizer_example_on_berth() {
 }
 
 #[test]
-fn two_tasks_share_a_volume_under_counting() {
-    needs_root!("two_tasks_share_a_volume_under_counting");
+fn root_two_tasks_share_a_volume_under_counting() {
+    needs_root!("root_two_tasks_share_a_volume_under_counting");
     let mut d = Berthd::start();
     let dv = |args: &[&str]| d.dirs.dvdcli(args, &[]);
     let mount = dvdi_mount_args("counting", "shared1", "size=1", "false");

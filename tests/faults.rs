@@ -214,16 +214,11 @@ impl Rig {
             .expect("tempdir");
         let fp_file = dir.path().join("failpoints");
         std::fs::write(&fp_file, "").expect("failpoints file");
-        let d = Daemon::start_with_env(
-            extra,
-            vec![
-                (
-                    "BERTH_FAILPOINTS_FILE".into(),
-                    fp_file.display().to_string(),
-                ),
-                ("RUST_LOG".into(), "info".into()),
-            ],
-        );
+        let d = Daemon::builder()
+            .service_toml(extra)
+            .env("BERTH_FAILPOINTS_FILE", &fp_file.display().to_string())
+            .env("RUST_LOG", "info")
+            .start();
         Rig {
             d,
             _fp_dir: dir,

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth::api::docker::{precheck, Route};
+use berth::api::response::Failure;
 use common::{env_num, percentile, seed, Conn, Daemon};
 use serde_json::{json, Value};
 
@@ -461,7 +462,11 @@ fn check_json_answer(t: &mut Tally, path: &str, body: &[u8], a: &common::RawAnsw
     let err = v.get("Err").and_then(Value::as_str).unwrap_or("");
     let route_path = path.split('?').next().unwrap_or(path);
     match precheck(route_path, body) {
-        Err((status, msg)) => {
+        Err(Failure {
+            status,
+            message: msg,
+            ..
+        }) => {
             t.refused += 1;
             if a.status != status.as_u16() || err.is_empty() {
                 t.bad.push(format!(
@@ -496,7 +501,7 @@ fn hostile_flood_changes_nothing_and_every_answer_is_an_error() {
     let root = common::can_use_storage("hostile_flood (the in-use volume part)");
     let total = env_num("BERTH_HOSTILE_REQUESTS", 100_000);
     let seed = seed("hostile_flood_changes_nothing_and_every_answer_is_an_error");
-    let d = Daemon::start_with_env("", vec![("RUST_LOG".into(), "warn".into())]);
+    let d = Daemon::builder().env("RUST_LOG", "warn").start();
     let sock = d.socket("berth");
     let mut data_path = None;
     if root {
@@ -690,7 +695,11 @@ fn precheck_properties_hold_for_random_input() {
             (pick(&mut rng, ROUTES).to_string(), b)
         };
         match precheck(&path, &body) {
-            Err((status, msg)) => {
+            Err(Failure {
+                status,
+                message: msg,
+                ..
+            }) => {
                 assert!(!msg.is_empty());
                 assert!(matches!(status.as_u16(), 400 | 404 | 413 | 500), "{status}");
             }
@@ -733,7 +742,7 @@ fn precheck_properties_hold_for_random_input() {
 /// cut off within the documented bounds and never delay other clients.
 #[test]
 fn slow_clients_are_cut_off_and_do_not_delay_others() {
-    let d = Daemon::start_with_env("", vec![("RUST_LOG".into(), "warn".into())]);
+    let d = Daemon::builder().env("RUST_LOG", "warn").start();
     let sock = d.socket("berth");
     let open = |bytes: &[u8]| {
         let mut c = Conn::open(&sock, Duration::from_secs(30)).expect("connect");

@@ -60,10 +60,12 @@ fn root_image_store_full_is_refused_cleanly() {
         .tempdir()
         .expect("tempdir");
     let fs = Tmpfs::mount(&store.path().join("images"), "64m");
-    let d = Daemon::start(&format!(
-        "[services.berth]\ndriver = \"loop\"\nimage_dir = \"{}\"\n",
-        fs.0.display()
-    ));
+    let d = Daemon::builder()
+        .service_toml(&format!(
+            "[services.berth]\ndriver = \"loop\"\nimage_dir = \"{}\"\n",
+            fs.0.display()
+        ))
+        .start();
     let api = d.client("berth");
     // Larger than the store: refused before anything is written.
     let e = api.err(
@@ -96,7 +98,7 @@ fn root_state_dir_full_is_refused_cleanly() {
     if !can_use_storage("root_state_dir_full_is_refused_cleanly") {
         return;
     }
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let api = d.client("berth");
     // The socket answers before the state is loaded: wait until it is,
     // or the tmpfs below would hide the records directory from loading.
@@ -137,11 +139,10 @@ fn root_hung_mkfs_is_killed_at_command_timeout() {
         fake.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let d = Daemon::start_full(
-        "command_timeout = \"2s\"\n",
-        "",
-        vec![("PATH".into(), path)],
-    );
+    let d = Daemon::builder()
+        .daemon_toml("command_timeout = \"2s\"\n")
+        .env("PATH", &path)
+        .start();
     let sock = d.socket("berth");
     let t = Instant::now();
     let slow = std::thread::spawn(move || {
@@ -180,7 +181,9 @@ fn root_hung_mkfs_is_killed_at_command_timeout() {
 
 #[test]
 fn more_connections_than_the_limit_wait_for_a_free_slot() {
-    let d = Daemon::start_full("max_connections = 4\n", "", Vec::new());
+    let d = Daemon::builder()
+        .daemon_toml("max_connections = 4\n")
+        .start();
     let sock = d.socket("berth");
     // Four clients take every slot and then sit idle.
     let mut held: Vec<Conn> = (0..4)

@@ -79,7 +79,7 @@ fn root_load_100_clients_no_failure_no_double_mount() {
     }
     let clients = env_num("BERTH_LOAD_CLIENTS", 100) as usize;
     let rounds = env_num("BERTH_LOAD_ROUNDS", 2) as usize;
-    let d = Daemon::start_with_env("", vec![("RUST_LOG".into(), "warn".into())]);
+    let d = Daemon::builder().env("RUST_LOG", "warn").start();
     let sock = d.socket("berth");
     let mnt = d.mount_dir();
     let api = d.client("berth");

@@ -19,7 +19,7 @@ fn root_lifecycle_ext4_with_status_and_size_enforced() {
     if !can_use_storage("root_lifecycle_ext4_with_status_and_size_enforced") {
         return;
     }
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let api = d.client("berth");
     api.create("v1", &[("size", "64M")]);
     assert!(image(&d, "v1").exists());
@@ -101,7 +101,7 @@ fn root_xfs_and_btrfs_are_real() {
     if !can_use_storage("root_xfs_and_btrfs_are_real") {
         return;
     }
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let api = d.client("berth");
     let mut kinds = vec![];
     if common::which("mkfs.xfs") {
@@ -134,7 +134,7 @@ fn root_mount_ids_are_a_multiset_and_shared_volume_stays_mounted() {
     if !can_use_storage("root_mount_ids_are_a_multiset_and_shared_volume_stays_mounted") {
         return;
     }
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let api = d.client("berth");
     api.create("shared", &[("size", "32M")]);
     let target = d.mount_dir().join("shared");
@@ -150,101 +150,6 @@ fn root_mount_ids_are_a_multiset_and_shared_volume_stays_mounted() {
     assert!(!is_mounted(&target));
     api.remove("shared");
     assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
-}
-
-#[test]
-fn root_kill9_keeps_mounts_and_counts() {
-    if !can_use_storage("root_kill9_keeps_mounts_and_counts") {
-        return;
-    }
-    let mut d = Daemon::start("");
-    let api = d.client("berth");
-    api.create("k", &[("size", "32M")]);
-    let p = api.mount("k", Some("one"));
-    api.mount("k", Some("two"));
-    std::fs::write(p.join("data"), b"precious").expect("write");
-    d.kill9();
-    assert!(
-        is_mounted(&d.mount_dir().join("k")),
-        "SIGKILL must not unmount"
-    );
-    d.spawn();
-    let api = d.client("berth");
-    let v = api.get("k");
-    assert_eq!(v["Mountpoint"], p.to_string_lossy().as_ref());
-    // (the log is complete once a call needing the volumes was answered)
-    assert_eq!(v["Status"]["mountCount"], 2);
-    assert!(
-        d.log().contains("repairs=0"),
-        "nothing to repair after a clean kill:\n{}",
-        d.log()
-    );
-    api.unmount("k", Some("one"));
-    assert!(is_mounted(&d.mount_dir().join("k")), "two still holds it");
-    assert_eq!(std::fs::read(p.join("data")).expect("read"), b"precious");
-    api.unmount("k", Some("two"));
-    assert!(!is_mounted(&d.mount_dir().join("k")));
-    api.remove("k");
-    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
-}
-
-#[test]
-fn root_reconcile_repairs_what_the_kernel_disagrees_with() {
-    if !can_use_storage("root_reconcile_repairs_what_the_kernel_disagrees_with") {
-        return;
-    }
-    let mut d = Daemon::start("");
-    let api = d.client("berth");
-    api.create("gone", &[("size", "32M")]);
-    api.create("orphan", &[("size", "32M")]);
-    api.mount("gone", Some("a"));
-    api.mount("orphan", Some("b"));
-    d.stop();
-    // 1. "gone" was unmounted behind Berth's back (or the host rebooted).
-    let target = d.mount_dir().join("gone");
-    nix::mount::umount2(&target, nix::mount::MntFlags::empty()).expect("umount by hand");
-    // 2. "orphan" is mounted, but its record holds no user (as after a
-    //    crash between mount and the record write).
-    let rec_path = d.records_dir("berth").join("orphan.json");
-    let mut rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&rec_path).expect("read")).expect("json");
-    rec["mounts"] = json!({});
-    std::fs::write(&rec_path, serde_json::to_vec(&rec).expect("encode")).expect("write");
-    // 3. An interrupted create: a record in phase "creating" and its image.
-    let mut rec2 = rec.clone();
-    rec2["name"] = json!("halfmade");
-    rec2["phase"] = json!("creating");
-    rec2["mounted"] = json!(null);
-    rec2["driver_data"] = json!({});
-    std::fs::write(
-        d.records_dir("berth").join("halfmade.json"),
-        serde_json::to_vec(&rec2).expect("encode"),
-    )
-    .expect("write");
-    std::fs::write(image(&d, "halfmade"), b"partial").expect("write");
-    // 4. A leftover temp file of an interrupted record write.
-    std::fs::write(d.records_dir("berth").join(".gone.json.tmp"), b"{").expect("write");
-
-    d.spawn();
-    let api = d.client("berth");
-    // The first call that needs the volumes waits for reconciliation.
-    assert_eq!(api.get("gone")["Status"]["mountCount"], 0, "{}", d.log());
-    let log = d.log();
-    assert_eq!(api.get("gone")["Mountpoint"], "");
-    assert!(log.contains("mount counts are reset"), "{log}");
-    assert!(!is_mounted(&d.mount_dir().join("orphan")), "{log}");
-    assert!(log.contains("no user"), "{log}");
-    assert!(api
-        .err("VolumeDriver.Get", json!({"Name": "halfmade"}))
-        .contains("not found"));
-    assert!(!image(&d, "halfmade").exists());
-    assert!(!d.records_dir("berth").join("halfmade.json").exists());
-    assert!(!d.records_dir("berth").join(".gone.json.tmp").exists());
-    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
-    // Docker's late Unmount for the reset volume is still answered.
-    api.unmount("gone", Some("a"));
-    api.remove("gone");
-    api.remove("orphan");
 }
 
 #[test]
@@ -265,7 +170,7 @@ fn root_failed_mkfs_leaves_nothing() {
         fake.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let d = Daemon::start_with_env("", vec![("PATH".into(), path)]);
+    let d = Daemon::builder().env("PATH", &path).start();
     let api = d.client("berth");
     let e = api.err(
         "VolumeDriver.Create",
@@ -292,7 +197,7 @@ fn root_failed_mount_leaks_no_loop_device() {
     if !can_use_storage("root_failed_mount_leaks_no_loop_device") {
         return;
     }
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let api = d.client("berth");
     api.create("broken", &[("size", "32M")]);
     // Wipe the superblock region: the kernel will refuse to mount it.
@@ -317,9 +222,9 @@ fn root_ownership_mode_and_policies() {
     if !can_use_storage("root_ownership_mode_and_policies") {
         return;
     }
-    let d = Daemon::start(
+    let d = Daemon::builder().service_toml(
         "[services.berth]\ndriver = \"loop\"\n[services.berth.volume.remove]\nforce = true\n[services.berth.volume.data]\nmode = \"0700\"\n",
-    );
+    ).start();
     let api = d.client("berth");
     api.create(
         "owned",
@@ -349,7 +254,7 @@ fn root_parallel_operations() {
     if !can_use_storage("root_parallel_operations") {
         return;
     }
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let sock = d.socket("berth");
     std::thread::scope(|s| {
         for i in 0..6 {
@@ -408,7 +313,7 @@ fn root_adopted_image_is_kept_and_never_deleted_by_recovery() {
     if !can_use_storage("root_adopted_image_is_kept_and_never_deleted_by_recovery") {
         return;
     }
-    let mut d = Daemon::start("");
+    let mut d = Daemon::builder().start();
     let api = d.client("berth");
     // An operator's image with a filesystem and data, put in place by hand.
     std::fs::create_dir_all(d.image_dir("berth")).expect("mkdir");
@@ -476,23 +381,12 @@ fn root_names_are_unique_across_berthd_processes() {
         return;
     }
     // One process per service, as the systemd template units run them.
-    let mut a = Daemon::start(
-        "[services.berth]\ndriver = \"loop\"\n[services.second]\ndriver = \"loop\"\n",
-    );
+    let mut a = Daemon::builder()
+        .service_toml("[services.berth]\ndriver = \"loop\"\n[services.second]\ndriver = \"loop\"\n")
+        .start();
     a.stop();
-    let spawn_one = |d: &Daemon, service: &str| {
-        let log = std::fs::File::create(d.dir.path().join(format!("{service}.log"))).expect("log");
-        std::process::Command::new(env!("CARGO_BIN_EXE_berthd"))
-            .arg("--config")
-            .arg(&d.config)
-            .args(["--service", service])
-            .env_remove("NOTIFY_SOCKET")
-            .stderr(log)
-            .spawn()
-            .expect("spawn")
-    };
-    let mut p1 = spawn_one(&a, "berth");
-    let mut p2 = spawn_one(&a, "second");
+    let mut p1 = a.spawn_service("berth");
+    let mut p2 = a.spawn_service("second");
     for s in ["berth", "second"] {
         a.wait_ready(s);
     }

@@ -25,7 +25,7 @@ fn root_images_records_and_sockets_are_private() {
     if !can_use_storage("root_images_records_and_sockets_are_private") {
         return;
     }
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let api = d.client("berth");
     api.create("sec", &[("size", "16M")]);
     api.mount("sec", Some("x"));
@@ -69,7 +69,7 @@ fn socket_inodes(pid: u32) -> BTreeSet<String> {
 
 #[test]
 fn no_network_socket_is_open() {
-    let d = Daemon::start("");
+    let d = Daemon::builder().start();
     let pid = d.pid().expect("pid");
     let mine = socket_inodes(pid);
     assert!(!mine.is_empty(), "the plugin socket is there");

@@ -9,6 +9,7 @@
 use std::path::{Component, Path};
 
 use berth::api::docker::{precheck, Route};
+use berth::api::response::Failure;
 use berth::api::response;
 use libfuzzer_sys::fuzz_target;
 
@@ -31,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         None => ("/VolumeDriver.Create".to_string(), data),
     };
     match precheck(&path, body) {
-        Err((status, msg)) => {
+        Err(Failure { status, message: msg, .. }) => {
             assert!(!msg.is_empty(), "an error always says why");
             assert!(
                 matches!(status.as_u16(), 400 | 404 | 413 | 500),

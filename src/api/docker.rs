@@ -10,75 +10,15 @@ use hyper::{Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use tracing::debug;
 
-use super::response::{self, Body};
+use super::response::{self, Body, Failure};
 use super::{Registry, BODY_TIMEOUT, MAX_BODY};
 use crate::protocol::*;
-use crate::service::{status_map, SnapshotView, VolumeService, VolumeView};
+use crate::service::{
+    status_map, CreateOutcome, SnapshotView, StatusFields, VolumeService, VolumeView,
+};
+use crate::state::Facts;
 
-/// The calls a plugin socket answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// `/Plugin.Activate`.
-    Activate,
-    /// `/VolumeDriver.Create`.
-    Create,
-    /// `/VolumeDriver.Remove`.
-    Remove,
-    /// `/VolumeDriver.Mount`.
-    Mount,
-    /// `/VolumeDriver.Unmount`.
-    Unmount,
-    /// `/VolumeDriver.Path`.
-    Path,
-    /// `/VolumeDriver.Get`.
-    Get,
-    /// `/VolumeDriver.List`.
-    List,
-    /// `/VolumeDriver.Capabilities`.
-    Capabilities,
-    /// `/Berth.Status`.
-    Status,
-    /// `/Berth.List`.
-    DetailedList,
-    /// `/Berth.SnapshotCreate`.
-    SnapshotCreate,
-    /// `/Berth.SnapshotList`.
-    SnapshotList,
-    /// `/Berth.SnapshotInspect`.
-    SnapshotInspect,
-    /// `/Berth.SnapshotRemove`.
-    SnapshotRemove,
-    /// `/Berth.VolumeResize`.
-    VolumeResize,
-    /// `/Berth.Progress`.
-    Progress,
-}
-
-impl Route {
-    /// Maps a request path to a route.
-    pub fn from_path(path: &str) -> Option<Route> {
-        Some(match path {
-            "/Plugin.Activate" => Route::Activate,
-            "/VolumeDriver.Create" => Route::Create,
-            "/VolumeDriver.Remove" => Route::Remove,
-            "/VolumeDriver.Mount" => Route::Mount,
-            "/VolumeDriver.Unmount" => Route::Unmount,
-            "/VolumeDriver.Path" => Route::Path,
-            "/VolumeDriver.Get" => Route::Get,
-            "/VolumeDriver.List" => Route::List,
-            "/VolumeDriver.Capabilities" => Route::Capabilities,
-            "/Berth.Status" => Route::Status,
-            "/Berth.List" => Route::DetailedList,
-            "/Berth.SnapshotCreate" => Route::SnapshotCreate,
-            "/Berth.SnapshotList" => Route::SnapshotList,
-            "/Berth.SnapshotInspect" => Route::SnapshotInspect,
-            "/Berth.SnapshotRemove" => Route::SnapshotRemove,
-            "/Berth.VolumeResize" => Route::VolumeResize,
-            "/Berth.Progress" => Route::Progress,
-            _ => return None,
-        })
-    }
-}
+pub use super::route::Route;
 
 enum BodyError {
     TooLarge,
@@ -103,13 +43,15 @@ async fn read_body(body: Incoming) -> Result<Bytes, BodyError> {
     }
 }
 
+pub(super) fn malformed(route: &str, e: serde_json::Error) -> Failure {
+    Failure::new(
+        StatusCode::BAD_REQUEST,
+        format!("{route}: malformed request body: {e}"),
+    )
+}
+
 fn decode<T: DeserializeOwned>(route: &str, body: &[u8]) -> Result<T, Box<Response<Body>>> {
-    serde_json::from_slice(body).map_err(|e| {
-        Box::new(response::error(
-            StatusCode::BAD_REQUEST,
-            &format!("{route}: malformed request body: {e}"),
-        ))
-    })
+    serde_json::from_slice(body).map_err(|e| Box::new(response::fail(malformed(route, e))))
 }
 
 /// Handles one request. An answer given before the body was read in full
@@ -121,7 +63,29 @@ pub async fn handle(
     svc: &VolumeService,
     registry: &Registry,
 ) -> Response<Body> {
-    let mut resp = handle_request(req, svc, registry).await;
+    let uri = req.uri().clone();
+    let path = shown(uri.path());
+    let started = Instant::now();
+    let (mut resp, body) = handle_request(req, path, svc, registry).await;
+    let took = started.elapsed();
+    let route = Route::from_path(path).map_or("unknown", Route::as_str);
+    registry
+        .metrics
+        .observe(svc.name(), route, resp.status().as_u16(), took);
+    debug!(service = %svc.name(), route = %path, status = resp.status().as_u16(),
+        duration_us = took.as_micros() as u64, "request");
+    if let Some(f) = resp.extensions().get::<Failure>() {
+        let volume = body.as_deref().and_then(named);
+        super::failures::log(
+            &super::failures::Request {
+                service: svc.name(),
+                operation: path.trim_start_matches('/'),
+                volume: volume.as_deref(),
+                duration: started.elapsed(),
+            },
+            f,
+        );
+    }
     if matches!(
         resp.status(),
         StatusCode::NOT_FOUND | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
@@ -134,18 +98,37 @@ pub async fn handle(
     resp
 }
 
+/// `path` cut to at most 100 characters (for messages).
+fn shown(path: &str) -> &str {
+    path.char_indices()
+        .nth(100)
+        .map_or(path, |(i, _)| &path[..i])
+}
+
+/// The volume (or snapshot) a request body names, for the log line.
+fn named(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "Name")]
+        name: Option<String>,
+        #[serde(rename = "Volume")]
+        volume: Option<String>,
+    }
+    let n: Named = serde_json::from_slice(body).ok()?;
+    let shown: String = n.volume.or(n.name)?.chars().take(100).collect();
+    Some(shown)
+}
+
+/// The answer, and the body when it was read.
 async fn handle_request(
     req: Request<Incoming>,
+    path: &str,
     svc: &VolumeService,
     registry: &Registry,
-) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    let Some(route) = Route::from_path(&path) else {
-        let shown: String = path.chars().take(100).collect();
-        return response::error(
-            StatusCode::NOT_FOUND,
-            &format!("unknown endpoint {shown:?}"),
-        );
+) -> (Response<Body>, Option<Bytes>) {
+    let Some(route) = Route::from_path(path) else {
+        let f = Failure::new(StatusCode::NOT_FOUND, format!("unknown endpoint {path:?}"));
+        return (response::fail(f), None);
     };
     // Refuse an announced oversized body before reading it.
     if let Some(len) = req
@@ -155,38 +138,38 @@ async fn handle_request(
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > MAX_BODY as u64 {
-            return response::error(
+            let f = Failure::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body of {len} bytes is larger than the {MAX_BODY}-byte limit"),
+                format!("request body of {len} bytes is larger than the {MAX_BODY}-byte limit"),
             );
+            return (response::fail(f), None);
         }
     }
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            return response::error(
+        Err(e) => return (response::fail(e.failure()), None),
+    };
+    let resp = dispatch(route, path, &body, svc, registry).await;
+    (resp, Some(body))
+}
+
+impl BodyError {
+    fn failure(self) -> Failure {
+        match self {
+            BodyError::TooLarge => Failure::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body is larger than the {MAX_BODY}-byte limit"),
-            )
-        }
-        Err(BodyError::Timeout) => {
-            return response::error(
+                format!("request body is larger than the {MAX_BODY}-byte limit"),
+            ),
+            BodyError::Timeout => Failure::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "request body was not sent in time",
-            )
-        }
-        Err(BodyError::Read(e)) => {
-            return response::error(
+            ),
+            BodyError::Read(e) => Failure::new(
                 StatusCode::BAD_REQUEST,
-                &format!("cannot read request body: {e}"),
-            )
+                format!("cannot read request body: {e}"),
+            ),
         }
-    };
-    let started = Instant::now();
-    let resp = dispatch(route, &path, &body, svc, registry).await;
-    debug!(service = %svc.name(), route = %path, status = resp.status().as_u16(),
-        duration_us = started.elapsed().as_micros() as u64, "request");
-    resp
+    }
 }
 
 /// Decodes the request body as `$ty`, or returns the 400 answer.
@@ -213,6 +196,19 @@ fn answer<T, R: serde::Serialize>(
 
 fn done(_: ()) -> ErrResponse {
     ErrResponse::default()
+}
+
+fn created(o: CreateOutcome) -> VolumeCreateResponse {
+    let (outcome, differs) = match o {
+        CreateOutcome::Created => ("created", Vec::new()),
+        CreateOutcome::Existed { differs } => ("existed", differs),
+        CreateOutcome::Disabled => ("disabled", Vec::new()),
+    };
+    VolumeCreateResponse {
+        outcome: outcome.into(),
+        differs,
+        err: String::new(),
+    }
 }
 
 fn mountpoint(p: Option<std::path::PathBuf>) -> MountpointResponse {
@@ -242,6 +238,39 @@ async fn dispatch(
     registry: &Registry,
 ) -> Response<Body> {
     match route {
+        Route::Activate | Route::Capabilities | Route::Progress => about(route, svc),
+        Route::Status => status(svc, registry),
+        Route::Metrics => response::metrics_text(super::metrics::render(registry)),
+        Route::Create
+        | Route::Remove
+        | Route::Mount
+        | Route::Unmount
+        | Route::VolumeCreate
+        | Route::VolumeRemove => change(route, path, body, svc).await,
+        Route::Path | Route::Get | Route::List | Route::DetailedList => {
+            read_volumes(route, path, body, svc).await
+        }
+        Route::SnapshotCreate
+        | Route::SnapshotList
+        | Route::SnapshotInspect
+        | Route::SnapshotRemove
+        | Route::VolumeResize
+        | Route::VolumeImport => snapshots(route, path, body, svc).await,
+    }
+}
+
+/// A route handed to a function that does not serve it (a bug).
+fn unreachable_route(route: Route) -> Response<Body> {
+    response::fail(Failure {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("internal error: route {route:?} reached the wrong handler"),
+        internal: true,
+        not_found: false,
+    })
+}
+
+fn about(route: Route, svc: &VolumeService) -> Response<Body> {
+    match route {
         Route::Activate => response::ok(&ActivateResponse {
             implements: vec!["VolumeDriver".into()],
         }),
@@ -250,6 +279,28 @@ async fn dispatch(
                 scope: svc.scope().as_str().into(),
             },
         }),
+        Route::Progress => response::ok(&ProgressResponse {
+            operations: svc
+                .operations()
+                .into_iter()
+                .map(|o| Operation {
+                    id: o.id,
+                    kind: o.kind,
+                    target: o.target,
+                    source: o.source,
+                    done_bytes: o.done,
+                    total_bytes: o.total,
+                    elapsed_ms: o.elapsed.as_millis() as u64,
+                })
+                .collect(),
+            err: String::new(),
+        }),
+        _ => unreachable_route(route),
+    }
+}
+
+async fn change(route: Route, path: &str, body: &[u8], svc: &VolumeService) -> Response<Body> {
+    match route {
         Route::Create => {
             let r = decode_or_answer!(CreateRequest, path, body);
             let opts = r.opts.unwrap_or_default();
@@ -258,6 +309,15 @@ async fn dispatch(
         Route::Remove => {
             let r = decode_or_answer!(NameRequest, path, body);
             answer(svc.remove(&r.name).await, done)
+        }
+        Route::VolumeCreate => {
+            let r = decode_or_answer!(CreateRequest, path, body);
+            let opts = r.opts.unwrap_or_default();
+            answer(svc.create_reporting(&r.name, &opts).await, created)
+        }
+        Route::VolumeRemove => {
+            let r = decode_or_answer!(NameRequest, path, body);
+            answer(svc.remove_checked(&r.name, false).await, done)
         }
         Route::Mount => {
             let r = decode_or_answer!(MountRequest, path, body);
@@ -269,6 +329,17 @@ async fn dispatch(
             let r = decode_or_answer!(MountRequest, path, body);
             answer(svc.unmount(&r.name, r.id.as_deref()).await, done)
         }
+        _ => unreachable_route(route),
+    }
+}
+
+async fn read_volumes(
+    route: Route,
+    path: &str,
+    body: &[u8],
+    svc: &VolumeService,
+) -> Response<Body> {
+    match route {
         Route::Path => {
             let r = decode_or_answer!(NameRequest, path, body);
             if let Err(e) = lookup(svc, &r.name).await {
@@ -281,10 +352,22 @@ async fn dispatch(
             if let Err(e) = lookup(svc, &r.name).await {
                 return response::service_error(&e);
             }
-            answer(svc.get(&r.name), |v| GetResponse {
-                volume: Some(volume_of(&v, svc.name())),
-                err: String::new(),
-            })
+            match svc.get(&r.name) {
+                Ok(v) => response::ok(&GetAnswer {
+                    volume: VolumeAnswer {
+                        name: v.record.name.as_str(),
+                        mountpoint: v
+                            .mountpoint
+                            .as_deref()
+                            .map(|p| p.to_string_lossy())
+                            .unwrap_or_default(),
+                        created_at: &v.record.created_at,
+                        status: StatusFields::of(&v, svc.name()),
+                    },
+                    err: "",
+                }),
+                Err(e) => response::service_error(&e),
+            }
         }
         Route::List => {
             if let Err(e) = svc.refresh().await {
@@ -323,6 +406,12 @@ async fn dispatch(
                 err: String::new(),
             })
         }
+        _ => unreachable_route(route),
+    }
+}
+
+async fn snapshots(route: Route, path: &str, body: &[u8], svc: &VolumeService) -> Response<Body> {
+    match route {
         Route::SnapshotCreate => {
             let r = decode_or_answer!(SnapshotCreateRequest, path, body);
             answer(svc.snapshot_create(&r.volume, &r.name).await, |v| {
@@ -372,48 +461,42 @@ async fn dispatch(
                 }
             })
         }
-        Route::Progress => response::ok(&ProgressResponse {
-            operations: svc
-                .operations()
-                .into_iter()
-                .map(|o| Operation {
-                    id: o.id,
-                    kind: o.kind,
-                    target: o.target,
-                    source: o.source,
-                    done_bytes: o.done,
-                    total_bytes: o.total,
-                    elapsed_ms: o.elapsed.as_millis() as u64,
-                })
-                .collect(),
-            err: String::new(),
-        }),
-        Route::Status => {
-            let services = registry
-                .services
-                .values()
-                .map(|s| {
-                    let st = s.status();
-                    ServiceInfo {
-                        socket: registry.sockets.get(&st.name).cloned().unwrap_or_default(),
-                        name: st.name,
-                        driver: st.driver,
-                        scope: st.scope,
-                        volumes: st.volumes,
-                        mounted: st.mounted,
-                        mount_users: st.mount_users,
-                        problem: st.problem,
-                    }
-                })
-                .collect();
-            response::ok(&StatusResponse {
-                version: env!("CARGO_PKG_VERSION").into(),
-                uptime_seconds: registry.started.elapsed().as_secs(),
-                service: svc.name().into(),
-                services,
-            })
+        Route::VolumeImport => {
+            let r = decode_or_answer!(ImportRequest, path, body);
+            answer(svc.import_image(&r.name, &r.path).await, done)
         }
+        _ => unreachable_route(route),
     }
+}
+
+fn status(svc: &VolumeService, registry: &Registry) -> Response<Body> {
+    let services = registry
+        .services
+        .values()
+        .map(|s| {
+            let st = s.status();
+            ServiceInfo {
+                socket: registry.sockets.get(&st.name).cloned().unwrap_or_default(),
+                name: st.name,
+                driver: st.driver,
+                scope: st.scope,
+                volumes: st.volumes,
+                mounted: st.mounted,
+                mount_users: st.mount_users,
+                problem: st.problem,
+                stuck: s.stuck().iter().map(|x| x.line()).collect(),
+                record_formats: st.record_formats,
+                unreadable: st.unreadable,
+                taken_over: st.taken_over,
+            }
+        })
+        .collect();
+    response::ok(&StatusResponse {
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: registry.started.elapsed().as_secs(),
+        service: svc.name().into(),
+        services,
+    })
 }
 
 fn volume_of(v: &VolumeView, service: &str) -> Volume {
@@ -442,108 +525,15 @@ fn snapshot_of(v: &SnapshotView) -> Snapshot {
         allocated_bytes: v.allocated,
         fs_type: r.fs_type.as_str().to_string(),
         volume_type: r.volume_type.clone(),
-        copy_method: r.driver_data.get("copyMethod").cloned().unwrap_or_default(),
-        frozen_micros: r
-            .driver_data
-            .get("frozenMicros")
-            .and_then(|s| s.parse().ok()),
+        copy_method: r
+            .copy_method()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+        frozen_micros: r.frozen_for().map(|d| d.as_micros() as u64),
     }
 }
 
-/// What a request gets before any storage is touched: route, body size,
-/// JSON decoding and validation of the name, the mount ID and the create
-/// options (against the built-in defaults). `Ok(route)` means the request
-/// would reach the service; `Err((status, message))` is the answer it
-/// would get. Pure and in-process: the entry point of the fuzz target
-/// (`fuzz/`) and of the property test in `tests/hostile.rs`, which also
-/// checks that a live daemon answers the same.
-pub fn precheck(path: &str, body: &[u8]) -> Result<Route, (StatusCode, String)> {
-    use crate::service::options::CreateSpec;
-    use crate::service::ServiceError;
-    use crate::volume::{MountId, VolumeName};
-    let route = Route::from_path(path).ok_or_else(|| {
-        let shown: String = path.chars().take(100).collect();
-        (StatusCode::NOT_FOUND, format!("unknown endpoint {shown:?}"))
-    })?;
-    if body.len() > MAX_BODY {
-        return Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the {MAX_BODY}-byte limit"),
-        ));
-    }
-    fn json<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, (StatusCode, String)> {
-        serde_json::from_slice(body).map_err(|e| {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("{path}: malformed request body: {e}"),
-            )
-        })
-    }
-    let refused = |e: ServiceError| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    let name = |n: &str| VolumeName::parse(n).map_err(|e| refused(e.into()));
-    match route {
-        Route::Create => {
-            let r: CreateRequest = json(path, body)?;
-            let n = name(&r.name)?;
-            let policy = crate::config::Settings::builtin()
-                .services
-                .into_values()
-                .next()
-                .map(|s| s.policy)
-                .ok_or_else(|| refused(ServiceError::BadInput("no built-in service".into())))?;
-            CreateSpec::parse(
-                &r.opts.unwrap_or_default(),
-                &policy.create_defaults,
-                (policy.data_mode, policy.data_uid, policy.data_gid),
-            )
-            .map_err(|e| {
-                refused(ServiceError::Option {
-                    volume: n.to_string(),
-                    source: e,
-                })
-            })?;
-        }
-        Route::Remove | Route::Path | Route::Get => {
-            let r: NameRequest = json(path, body)?;
-            name(&r.name)?;
-        }
-        Route::Mount | Route::Unmount => {
-            let r: MountRequest = json(path, body)?;
-            let n = name(&r.name)?;
-            MountId::parse(r.id.as_deref())
-                .map_err(|e| refused(ServiceError::BadInput(format!("volume {n}: {e}"))))?;
-        }
-        Route::SnapshotCreate => {
-            let r: SnapshotCreateRequest = json(path, body)?;
-            name(&r.volume)?;
-            name(&r.name)?;
-        }
-        Route::SnapshotList => {
-            if !body.iter().all(u8::is_ascii_whitespace) {
-                let r: SnapshotListRequest = json(path, body)?;
-                if let Some(v) = &r.volume {
-                    name(v)?;
-                }
-            }
-        }
-        Route::SnapshotInspect | Route::SnapshotRemove => {
-            let _: NameRequest = json(path, body)?;
-        }
-        Route::VolumeResize => {
-            let r: ResizeRequest = json(path, body)?;
-            let n = name(&r.name)?;
-            crate::volume::parse_size(&r.size)
-                .map_err(|e| refused(ServiceError::BadInput(format!("volume {n}: {e}"))))?;
-        }
-        Route::Activate
-        | Route::Capabilities
-        | Route::List
-        | Route::Status
-        | Route::DetailedList
-        | Route::Progress => {}
-    }
-    Ok(route)
-}
+pub use super::precheck::precheck;
 
 /// Options as a map (helper for tests).
 pub fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -556,20 +546,6 @@ pub fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes() {
-        assert_eq!(Route::from_path("/Plugin.Activate"), Some(Route::Activate));
-        assert_eq!(Route::from_path("/VolumeDriver.Mount"), Some(Route::Mount));
-        assert_eq!(
-            Route::from_path("/Berth.SnapshotCreate"),
-            Some(Route::SnapshotCreate)
-        );
-        assert_eq!(Route::from_path("/Berth.Progress"), Some(Route::Progress));
-        assert_eq!(Route::from_path("/VolumeDriver.mount"), None);
-        assert_eq!(Route::from_path("/VolumeDriver.Mount/"), None);
-        assert_eq!(Route::from_path("/"), None);
-    }
 
     #[test]
     fn lenient_requests() {

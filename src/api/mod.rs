@@ -4,7 +4,11 @@
 //! become HTTP responses is [`response`].
 
 pub mod docker;
+pub mod failures;
+pub mod metrics;
+mod precheck;
 pub mod response;
+mod route;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,6 +43,8 @@ pub struct Registry {
     pub sockets: BTreeMap<String, String>,
     /// When the daemon started.
     pub started: Instant,
+    /// Request counters and latencies (`/Berth.Metrics`).
+    pub metrics: metrics::Metrics,
 }
 
 /// One socket and the service it serves.
@@ -70,7 +76,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
-    let limit = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut accept_tasks = Vec::new();
     for Endpoint {
@@ -82,7 +87,9 @@ pub async fn serve(
         let mut stop = stop_tx.subscribe();
         let gate = gate.clone();
         let service = Arc::new(service);
-        let limit = limit.clone();
+        // Per socket: clients stuck on one service never use up the
+        // connections another service needs.
+        let limit = Arc::new(Semaphore::new(max_connections));
         let graceful = graceful.clone();
         accept_tasks.push(tokio::spawn(async move {
             loop {
@@ -188,8 +195,18 @@ async fn route(
 }
 
 fn unavailable(service: &str) -> hyper::Response<response::Body> {
-    response::error(
+    let f = response::Failure::new(
         hyper::StatusCode::SERVICE_UNAVAILABLE,
-        &format!("service {service} is not available (berthd is stopping or failed to start)"),
-    )
+        format!("service {service} is not available (berthd is stopping or failed to start)"),
+    );
+    failures::log(
+        &failures::Request {
+            service,
+            operation: "request",
+            volume: None,
+            duration: Duration::ZERO,
+        },
+        &f,
+    );
+    response::fail(f)
 }

@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    berth::cli::run(berth::cli::Cli::parse())
+    berth::cli::main_with(std::env::args_os())
 }

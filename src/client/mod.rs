@@ -62,6 +62,9 @@ pub enum ClientError {
         method: String,
         /// The plugin's `Err` (or raw body).
         message: String,
+        /// Berth said the volume or snapshot does not exist (its
+        /// `berth-error-kind: not-found` header).
+        not_found: bool,
     },
 }
 
@@ -163,6 +166,13 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// An answer: status, whether Berth said "not found", body.
+struct Answer {
+    status: StatusCode,
+    not_found: bool,
+    body: Bytes,
+}
+
 /// A plugin at a UNIX socket or a TCP address.
 #[derive(Debug, Clone)]
 pub struct PluginClient {
@@ -220,6 +230,16 @@ impl PluginClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let a = self.answer_within(method, body, timeout).await?;
+        Ok((a.status, a.body))
+    }
+
+    async fn answer_within(
+        &self,
+        method: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, ClientError> {
         let fut = self.call_raw_inner(method, body);
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
@@ -231,11 +251,7 @@ impl PluginClient {
         }
     }
 
-    async fn call_raw_inner(
-        &self,
-        method: &str,
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    async fn call_raw_inner(&self, method: &str, body: Bytes) -> Result<Answer, ClientError> {
         let connect_err = |e: std::io::Error| ClientError::Connect {
             socket: self.label.clone(),
             source: e,
@@ -264,7 +280,7 @@ impl PluginClient {
         host: &str,
         method: &str,
         body: Bytes,
-    ) -> Result<(StatusCode, Bytes), ClientError>
+    ) -> Result<Answer, ClientError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -291,13 +307,21 @@ impl PluginClient {
                 .await
                 .map_err(|e| transport(e.to_string()))?;
             let status = resp.status();
+            let not_found = resp
+                .headers()
+                .get(crate::api::response::ERROR_KIND_HEADER)
+                .is_some_and(|v| v.as_bytes() == crate::api::response::NOT_FOUND.as_bytes());
             let bytes = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| transport(e.to_string()))?
                 .to_bytes();
-            Ok((status, bytes))
+            Ok(Answer {
+                status,
+                not_found,
+                body: bytes,
+            })
         }
         .await;
         conn_task.abort();
@@ -330,7 +354,11 @@ impl PluginClient {
             })?),
             None => Bytes::new(),
         };
-        let (status, bytes) = self.call_raw_within(method, body, timeout).await?;
+        let Answer {
+            status,
+            not_found,
+            body: bytes,
+        } = self.answer_within(method, body, timeout).await?;
         let err_of = |b: &Bytes| -> Option<String> {
             serde_json::from_slice::<serde_json::Value>(b)
                 .ok()
@@ -344,12 +372,14 @@ impl PluginClient {
             return Err(ClientError::Plugin {
                 method: method.into(),
                 message,
+                not_found,
             });
         }
         if let Some(message) = err_of(&bytes) {
             return Err(ClientError::Plugin {
                 method: method.into(),
                 message,
+                not_found,
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport {

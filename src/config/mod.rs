@@ -19,6 +19,10 @@ pub use raw::RawConfig;
 /// The default config path.
 pub const DEFAULT_PATH: &str = "/etc/berth/config.toml";
 
+/// Group of the plugin sockets when `[daemon] socket_group` is not written
+/// (and the host has it): Docker's, as in systemd/berth@.socket.
+pub const DEFAULT_SOCKET_GROUP: &str = "docker";
+
 /// A configuration error.
 #[derive(Debug, thiserror::Error)]
 #[error("config {file}: {detail}")]
@@ -53,7 +57,8 @@ pub struct DaemonSettings {
     pub log_level: String,
     /// Mode of sockets Berth binds itself.
     pub socket_mode: u32,
-    /// Group of sockets Berth binds itself (`None`: root's).
+    /// Group of sockets Berth binds itself (`None`: berthd's own). Unwritten:
+    /// [`DEFAULT_SOCKET_GROUP`] where it exists and berthd runs as root.
     pub socket_group: Option<String>,
     /// Upper bound for one external command (mkfs, blkid).
     pub command_timeout: Duration,
@@ -68,13 +73,70 @@ pub struct ServiceSettings {
     pub name: String,
     /// The storage driver and its settings.
     pub driver: DriverSettings,
-    /// Storage pools besides `default` (the `volumeType` create option):
-    /// pool name → image directory (loop driver).
-    pub pools: BTreeMap<String, PathBuf>,
     /// Scope reported by Capabilities.
     pub scope: Scope,
     /// Volume lifecycle policy.
     pub policy: Policy,
+    /// Blocking capacity and deadlines of storage work.
+    pub limits: Limits,
+}
+
+/// How much blocking capacity a service's storage work gets, and how long
+/// a request waits for it (`[services.NAME.limits]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Storage operations of this service that run at once.
+    pub workers: usize,
+    /// Deadline of a create (clones and copies included) and a snapshot.
+    pub create_timeout: Duration,
+    /// Deadline of a mount.
+    pub mount_timeout: Duration,
+    /// Deadline of every other storage operation.
+    pub timeout: Duration,
+    /// How often used/free figures are sampled in the background.
+    pub sample_every: Duration,
+}
+
+impl Default for Limits {
+    /// Inside Docker's own timeouts: Create and Mount 2 min, others 1 min.
+    fn default() -> Self {
+        Limits {
+            workers: 8,
+            create_timeout: Duration::from_secs(110),
+            mount_timeout: Duration::from_secs(110),
+            timeout: Duration::from_secs(55),
+            sample_every: Duration::from_secs(5),
+        }
+    }
+}
+
+fn parse_limits(raw: Option<&raw::RawLimits>, key: &str) -> Result<Limits, String> {
+    let mut l = Limits::default();
+    let Some(r) = raw else { return Ok(l) };
+    if let Some(w) = r.workers {
+        if !(1..=256).contains(&w) {
+            return Err(format!(
+                "{key}.limits.workers: {w} is not between 1 and 256"
+            ));
+        }
+        l.workers = w;
+    }
+    let dur = |v: &Option<String>, name: &str, into: &mut Duration| -> Result<(), String> {
+        if let Some(t) = v {
+            let d = humantime::parse_duration(t)
+                .map_err(|e| format!("{key}.limits.{name}: {t:?} is not a duration ({e})"))?;
+            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                return Err(format!("{key}.limits.{name}: must be between 100ms and 1h"));
+            }
+            *into = d;
+        }
+        Ok(())
+    };
+    dur(&r.create_timeout, "create_timeout", &mut l.create_timeout)?;
+    dur(&r.mount_timeout, "mount_timeout", &mut l.mount_timeout)?;
+    dur(&r.timeout, "timeout", &mut l.timeout)?;
+    dur(&r.sample_every, "sample_every", &mut l.sample_every)?;
+    Ok(l)
 }
 
 /// Driver-specific settings.
@@ -82,8 +144,11 @@ pub struct ServiceSettings {
 pub enum DriverSettings {
     /// Loop-device volumes: sparse image files in `image_dir`.
     Loop {
-        /// Directory of the image files.
+        /// Directory of the image files (the `default` pool).
         image_dir: PathBuf,
+        /// Storage pools besides `default` (the `volumeType` create
+        /// option): pool name → image directory.
+        pools: BTreeMap<String, PathBuf>,
     },
     /// CephFS subvolumes (shared by every host at once).
     Cephfs {
@@ -153,6 +218,10 @@ pub struct Policy {
     pub create_implicit: bool,
     /// `volume.create.disable`: Create succeeds without creating.
     pub create_disable: bool,
+    /// `volume.create.refuseUnknownType`: a `volumeType` that names no
+    /// pool of the service is refused (by default it is recorded and the
+    /// volume goes to the default pool, as REX-Ray scripts expect).
+    pub create_refuse_unknown_type: bool,
     /// `volume.remove.disable`: Remove succeeds without removing.
     pub remove_disable: bool,
     /// `volume.remove.force`: Remove unmounts a volume in use first.
@@ -249,12 +318,13 @@ impl Settings {
             validate_service_name(name).map_err(|r| err(format!("{key}: {r}")))?;
             let policy =
                 resolve_policy(raw.volume.as_ref(), rs.volume.as_ref(), &key).map_err(err)?;
-            let driver = match rs.driver.as_str() {
+            let mut driver = match rs.driver.as_str() {
                 "loop" => DriverSettings::Loop {
                     image_dir: match &rs.image_dir {
                         Some(p) => absolute(p, &format!("{key}.image_dir")).map_err(err)?,
                         None => daemon.state_dir.join("images").join(name),
                     },
+                    pools: BTreeMap::new(),
                 },
                 "cephfs" | "rbd" => {
                     if !cfg!(feature = "ceph") {
@@ -321,6 +391,9 @@ impl Settings {
                 let dir = absolute(&rp.image_dir, &format!("{pkey}.image_dir")).map_err(err)?;
                 pools.insert(pool.clone(), dir);
             }
+            if let DriverSettings::Loop { pools: p, .. } = &mut driver {
+                *p = pools.clone();
+            }
             let default_type = &policy.create_defaults.volume_type;
             if !default_type.is_empty()
                 && default_type != DEFAULT_POOL
@@ -361,9 +434,9 @@ impl Settings {
                 ServiceSettings {
                     name: name.clone(),
                     driver,
-                    pools,
                     scope,
                     policy,
+                    limits: parse_limits(rs.limits.as_ref(), &key).map_err(err)?,
                 },
             );
         }
@@ -371,12 +444,12 @@ impl Settings {
         // nor nest one in another: each reconciles (and cleans) its own.
         let mut seen: Vec<(PathBuf, String)> = Vec::new();
         for s in services.values() {
-            let DriverSettings::Loop { image_dir } = &s.driver else {
+            let DriverSettings::Loop { image_dir, pools } = &s.driver else {
                 continue;
             };
             let dirs =
                 std::iter::once((image_dir.clone(), format!("services.{}.image_dir", s.name)))
-                    .chain(s.pools.iter().map(|(p, d)| {
+                    .chain(pools.iter().map(|(p, d)| {
                         (
                             d.clone(),
                             format!("services.{}.pools.{p}.image_dir", s.name),
@@ -557,7 +630,7 @@ fn resolve_daemon(raw: &RawConfig) -> Result<DaemonSettings, String> {
         return Err("daemon.max_connections: must be at least 1".into());
     }
     let log_level = d.log_level.clone().unwrap_or_else(|| "info".into());
-    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+    if crate::logging::parse_filter(&log_level).is_none() {
         return Err(format!(
             "daemon.log_level: {log_level:?} is not a level (error, warn, info, debug, trace)"
         ));
@@ -568,7 +641,19 @@ fn resolve_daemon(raw: &RawConfig) -> Result<DaemonSettings, String> {
         mount_dir,
         log_level,
         socket_mode,
-        socket_group: d.socket_group.clone().filter(|g| !g.is_empty()),
+        socket_group: match d.socket_group.as_deref() {
+            // Written empty: root's group.
+            Some("") => None,
+            Some(g) => Some(g.to_string()),
+            // Unwritten: Docker's group, as berth@.socket's SocketGroup=,
+            // where the host has one and berthd may give sockets to it
+            // (root; another user may give them only to its own groups).
+            None => nix::unistd::Group::from_name(DEFAULT_SOCKET_GROUP)
+                .ok()
+                .flatten()
+                .filter(|_| nix::unistd::geteuid().is_root())
+                .map(|_| DEFAULT_SOCKET_GROUP.to_string()),
+        },
         command_timeout,
         max_connections,
     })
@@ -635,6 +720,11 @@ fn resolve_policy(
         .and_then(|x| x.disable)
         .or(gc.as_ref().and_then(|x| x.disable))
         .unwrap_or(false);
+    let create_refuse_unknown_type = lc
+        .as_ref()
+        .and_then(|x| x.refuse_unknown_type)
+        .or(gc.as_ref().and_then(|x| x.refuse_unknown_type))
+        .unwrap_or(false);
     // Per-key merge for the small tables: service value, else global.
     let lr = local.and_then(|v| v.remove.clone()).unwrap_or_default();
     let gr = global.and_then(|v| v.remove.clone()).unwrap_or_default();
@@ -666,6 +756,7 @@ fn resolve_policy(
         },
         create_implicit,
         create_disable,
+        create_refuse_unknown_type,
         remove_disable: lr.disable.or(gr.disable).unwrap_or(false),
         remove_force: lr.force.or(gr.force).unwrap_or(false),
         mount_preempt: lm.preempt.or(gm.preempt).unwrap_or(false),

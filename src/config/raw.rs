@@ -42,6 +42,17 @@ pub struct RawService {
     pub pools: Option<BTreeMap<String, RawPool>>,
     pub volume: Option<RawVolume>,
     pub ceph: Option<RawCeph>,
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub workers: Option<usize>,
+    pub create_timeout: Option<String>,
+    pub mount_timeout: Option<String>,
+    pub timeout: Option<String>,
+    pub sample_every: Option<String>,
 }
 
 /// `[services.NAME.ceph]`: the cluster of a `cephfs` or `rbd` service.
@@ -74,6 +85,7 @@ impl RawService {
             pools: None,
             volume: None,
             ceph: None,
+            limits: None,
         }
     }
 }
@@ -95,6 +107,8 @@ pub struct RawCreate {
     pub default: Option<RawCreateDefault>,
     pub implicit: Option<bool>,
     pub disable: Option<bool>,
+    #[serde(alias = "refuseUnknownType")]
+    pub refuse_unknown_type: Option<bool>,
 }
 
 /// A size written as a number (GB) or a string (`"500M"`).

@@ -55,7 +55,8 @@ ignore_used_count = false
     assert_eq!(
         fast.driver,
         DriverSettings::Loop {
-            image_dir: PathBuf::from("/srv/berth/images/fast")
+            image_dir: PathBuf::from("/srv/berth/images/fast"),
+            pools: Default::default(),
         }
     );
     assert_eq!(s.daemon.mount_dir, Path::new("/srv/berth/volumes"));
@@ -170,8 +171,11 @@ type = "io1"
 "#;
     let s = Settings::from_str_with_source(text, Some(Path::new("/x.toml"))).expect("valid");
     let m = &s.services["mesos"];
-    assert_eq!(m.pools.len(), 2);
-    assert_eq!(m.pools["io1"], PathBuf::from("/mnt/fast/berth"));
+    let DriverSettings::Loop { pools, .. } = &m.driver else {
+        panic!("loop service expected");
+    };
+    assert_eq!(pools.len(), 2);
+    assert_eq!(pools["io1"], PathBuf::from("/mnt/fast/berth"));
     assert_eq!(m.policy.create_defaults.volume_type, "io1");
 
     let e = err_of("[services.a]\ndriver = \"loop\"\n[services.a.pools.p]\nimage_dir = \"rel\"\n");
@@ -303,4 +307,32 @@ fn ceph_drivers_need_the_feature() {
         e.contains("services.x.driver") && e.contains("without Ceph support"),
         "{e}"
     );
+}
+
+#[test]
+fn limits_have_defaults_inside_dockers_timeouts_and_errors_name_the_key() {
+    let s =
+        Settings::from_str_with_source("[services.a]\ndriver = \"loop\"\n", None).expect("parse");
+    let l = &s.services["a"].limits;
+    assert_eq!(l.workers, 8);
+    assert!(l.mount_timeout < std::time::Duration::from_secs(120));
+    assert!(l.timeout < std::time::Duration::from_secs(60));
+    let s = Settings::from_str_with_source(
+        "[services.a]\ndriver = \"loop\"\n[services.a.limits]\nworkers = 2\nmount_timeout = \"3s\"\nsample_every = \"500ms\"\n",
+        None,
+    )
+    .expect("parse");
+    let l = &s.services["a"].limits;
+    assert_eq!(l.workers, 2);
+    assert_eq!(l.mount_timeout, std::time::Duration::from_secs(3));
+    assert_eq!(l.sample_every, std::time::Duration::from_millis(500));
+    let e = err_of("[services.a]\ndriver = \"loop\"\n[services.a.limits]\nworkers = 0\n");
+    assert!(e.contains("services.a.limits.workers"), "{e}");
+    let e = err_of("[services.a]\ndriver = \"loop\"\n[services.a.limits]\ntimeout = \"soon\"\n");
+    assert!(
+        e.contains("services.a.limits.timeout") && e.contains("soon"),
+        "{e}"
+    );
+    let e = err_of("[services.a]\ndriver = \"loop\"\n[services.a.limits]\nwait = \"1s\"\n");
+    assert!(e.contains("wait"), "{e}");
 }

@@ -27,6 +27,8 @@ pub struct FakeState {
     pub fail: Option<&'static str>,
     /// Calls, in order.
     pub calls: Vec<String>,
+    /// Mounted volumes another "host" took over ([`Driver::check_hold`]).
+    pub taken: BTreeMap<String, super::TakeOver>,
 }
 
 /// A catalog shared by several fakes: "hosts" of one cluster.
@@ -40,11 +42,21 @@ fn catalog_key(c: &SharedCatalog) -> usize {
     std::sync::Arc::as_ptr(c) as usize
 }
 
+/// A step the fake holds (does not return from) until released: a hung
+/// backend.
+#[derive(Debug, Default)]
+pub struct Hold {
+    step: Mutex<Option<&'static str>>,
+    released: std::sync::Condvar,
+}
+
 /// The fake driver.
 #[derive(Debug, Default)]
 pub struct FakeDriver {
     /// Its state.
     pub state: Mutex<FakeState>,
+    /// The step that hangs, if any.
+    pub hold: Hold,
     /// With a shared catalog the fake behaves like a Ceph driver: every
     /// fake holding the same catalog sees the same volumes.
     pub shared: Option<SharedCatalog>,
@@ -55,17 +67,45 @@ impl FakeDriver {
     pub fn on(catalog: &SharedCatalog) -> Self {
         FakeDriver {
             state: Mutex::default(),
+            hold: Hold::default(),
             shared: Some(catalog.clone()),
         }
     }
 }
 
 impl FakeDriver {
+    /// Pools besides the default one.
+    pub fn with_pools(self, pools: &[&str]) -> Self {
+        self.state.lock().expect("fake state").pools = pools
+            .iter()
+            .map(|p| (p.to_string(), String::new()))
+            .collect();
+        self
+    }
+
+    /// From now on, calls of `step` hang until [`FakeDriver::release`].
+    pub fn hold(&self, step: &'static str) {
+        *self.hold.step.lock().expect("hold") = Some(step);
+    }
+
+    /// Lets held calls return.
+    pub fn release(&self) {
+        *self.hold.step.lock().expect("hold") = None;
+        self.hold.released.notify_all();
+    }
+
     fn step(
         &self,
         step: &'static str,
         name: &str,
     ) -> DriverResult<std::sync::MutexGuard<'_, FakeState>> {
+        {
+            let mut held = self.hold.step.lock().expect("hold");
+            while *held == Some(step) {
+                crate::step::enter(format!("fake {step} of {name}"));
+                held = self.hold.released.wait(held).expect("hold");
+            }
+        }
         let mut s = self.state.lock().expect("fake state");
         s.calls.push(format!("{step} {name}"));
         if s.fail == Some(step) {
@@ -92,10 +132,6 @@ impl Driver for FakeDriver {
         std::iter::once(DEFAULT_POOL.to_string())
             .chain(s.pools.keys().cloned())
             .collect()
-    }
-    fn configure_pools(&self, pools: &BTreeMap<String, String>) -> DriverResult<()> {
-        self.state.lock().expect("fake state").pools = pools.clone();
-        Ok(())
     }
     fn free_space(&self, _pool: &str) -> Option<u64> {
         Some(1 << 40)
@@ -211,10 +247,18 @@ impl Driver for FakeDriver {
     fn unmount(&self, rec: &VolumeRecord, _target: &Path) -> DriverResult<()> {
         let mut s = self.step("unmount", rec.name.as_str())?;
         s.mounted.remove(rec.name.as_str());
+        s.taken.remove(rec.name.as_str());
         Ok(())
     }
     fn allocated(&self, _rec: &VolumeRecord) -> u64 {
         4096
+    }
+    fn check_hold(&self, rec: &VolumeRecord) -> DriverResult<Option<super::TakeOver>> {
+        let s = self.state.lock().expect("fake state");
+        Ok(s.mounted
+            .contains(rec.name.as_str())
+            .then(|| s.taken.get(rec.name.as_str()).cloned())
+            .flatten())
     }
     fn reconcile(
         &self,

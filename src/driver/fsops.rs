@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::sys::{cmd, fsutil, loopdev, mounts, SysError, SysResult};
+use super::DriverError;
+use crate::sys::blockfs::{self, MountStep};
+use crate::sys::{cmd, mounts, SysError, SysResult};
 use crate::volume::FsType;
 
 /// Makes a `fs` filesystem on `image` (a file or a device).
@@ -84,6 +86,21 @@ pub struct GrowError {
     pub step: &'static str,
     /// The cause.
     pub source: SysError,
+    /// Undoing the earlier steps failed too (the loop device of the
+    /// private mount could not be detached).
+    pub rollback: Option<Box<SysError>>,
+}
+
+impl GrowError {
+    /// The driver error of `volume`, with the failed undo as the
+    /// rollback failure.
+    pub fn into_driver(self, volume: &impl std::fmt::Display) -> DriverError {
+        let undo = match self.rollback {
+            Some(rb) => Err(DriverError::sys(volume, "detach loop device", *rb)),
+            None => Ok(()),
+        };
+        DriverError::sys(volume, self.step, self.source).undone(undo)
+    }
 }
 
 /// Grows the unmounted `fs` filesystem on `image` to fill it. ext4 grows
@@ -95,7 +112,13 @@ pub fn grow_offline(
     scratch: &Path,
     timeout: Duration,
 ) -> Result<(), GrowError> {
-    let at = |step| move |source| GrowError { step, source };
+    let at = |step| {
+        move |source| GrowError {
+            step,
+            source,
+            rollback: None,
+        }
+    };
     match fs {
         FsType::Ext4 => {
             // resize2fs insists on a freshly checked filesystem.
@@ -103,22 +126,17 @@ pub fn grow_offline(
             resize2fs_image(image, None, timeout).map_err(at("grow filesystem"))
         }
         FsType::Xfs | FsType::Btrfs => {
-            fsutil::ensure_dir(scratch, 0o700).map_err(at("create temporary mount point"))?;
-            let attached = match loopdev::attach(image) {
-                Ok(a) => a,
-                Err(e) => {
-                    let _ = std::fs::remove_dir(scratch);
-                    return Err(at("attach loop device")(e));
-                }
-            };
-            let data = if fs == FsType::Xfs { "nouuid" } else { "" };
-            if let Err(e) = mounts::mount(attached.path(), scratch, fs.as_str(), data) {
-                let _ = attached.detach();
-                let _ = std::fs::remove_dir(scratch);
-                return Err(at("mount to grow")(e));
-            }
-            let grown = grow_mounted(fs, attached.path(), scratch, timeout);
-            drop(attached);
+            let device =
+                blockfs::attach_and_mount(image, scratch, fs, 0o700).map_err(|e| GrowError {
+                    step: match e.step {
+                        MountStep::MakeDir => "create temporary mount point",
+                        MountStep::Attach => "attach loop device",
+                        MountStep::Mount => "mount to grow",
+                    },
+                    source: e.source,
+                    rollback: e.rollback,
+                })?;
+            let grown = grow_mounted(fs, &device, scratch, timeout);
             // The private mount must go whatever happens: a plain unmount,
             // else a lazy one (nobody else uses it).
             let unmounted = mounts::unmount(scratch)

@@ -15,17 +15,30 @@ use std::time::{Duration, Instant};
 use super::{
     fsops, CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress, DEFAULT_POOL,
 };
-use crate::state::{MountRecord, Phase, SnapshotRecord, VolumeRecord, RESIZING_KEY};
+use crate::state::{
+    CopyMethod as Copied, Facts, MountRecord, Phase, SnapshotRecord, VolumeRecord, RESIZING_KEY,
+};
 use crate::sys::reflink::{self, CopyMethod};
-use crate::sys::{caps, fsutil, loopdev, mounts, mounts::MountTable, SysError};
+use crate::sys::{blockfs, caps, fsutil, loopdev, mounts, mounts::MountTable, SysError};
 use crate::volume::{human_bytes, FsType};
 
 /// Key of the image path in `driver_data`.
 const IMAGE_KEY: &str = "image";
-/// Key of how a clone or snapshot was copied ("reflink" or "copy").
-const METHOD_KEY: &str = "copyMethod";
-/// Key of how long a mounted source stayed frozen, in microseconds.
-const FROZEN_KEY: &str = "frozenMicros";
+/// Records how a copy was made and how long its source was frozen.
+fn record_copy(
+    rec: &mut impl Facts,
+    method: reflink::CopyMethod,
+    frozen: Option<std::time::Duration>,
+) {
+    rec.set_copy_method(match method {
+        reflink::CopyMethod::Reflink => Copied::Reflink,
+        reflink::CopyMethod::SparseCopy => Copied::SparseCopy,
+    });
+    if let Some(f) = frozen {
+        rec.set_frozen_for(f);
+    }
+}
+
 /// Prefix of the temporary mount points used to grow an unmounted
 /// xfs or btrfs volume (under the pool directory).
 const GROW_PREFIX: &str = ".berth-grow-";
@@ -149,41 +162,42 @@ impl LoopDriver {
         };
         let partial = partial_of(dst);
         let started = Instant::now();
-        let frozen = match freeze_at {
-            Some(t) => Some(
-                reflink::freeze(t)
-                    .map_err(|e| DriverError::sys(who, "freeze the source filesystem", e))?,
-            ),
-            None => None,
-        };
-        let freeze_done = started.elapsed();
-        let copied = reflink::clone_or_copy(src, &partial, false, &report);
-        let mut frozen_for = None;
-        if let Some(guard) = frozen {
-            let thawed = guard.thaw();
-            frozen_for = Some(started.elapsed());
-            if let Err(e) = thawed {
-                if copied.is_ok() {
-                    let _ = std::fs::remove_file(&partial);
-                }
-                return Err(DriverError::sys(who, "thaw the source filesystem", e));
-            }
-        }
+        let copied = blockfs::frozen_copy(
+            freeze_at,
+            || {
+                reflink::clone_or_copy(src, &partial, false, &report)
+                    .map_err(|e| DriverError::sys(who, "copy image", e))
+            },
+            |_| {
+                std::fs::remove_file(&partial).map_err(|e| {
+                    DriverError::sys(who, "remove the copy", SysError::io("remove", &partial, e))
+                })
+            },
+        )
+        .map_err(|e| DriverError::frozen_copy_failed(who, e))?;
         let copied_at = started.elapsed();
-        let method = copied.map_err(|e| DriverError::sys(who, "copy image", e))?;
+        let (method, frozen_for) = (copied.value, copied.frozen_for);
         let durable =
             fsutil::fsync_file(&partial).and_then(|_| fsutil::rename_durable(&partial, dst));
         if let Err(e) = durable {
             // The rename may have happened before the directory sync
             // failed; `dst` did not exist before (callers check), so
             // both names go.
-            let _ = std::fs::remove_file(&partial);
-            let _ = std::fs::remove_file(dst);
-            return Err(DriverError::sys(who, "make the copy durable", e));
+            let undo =
+                [partial.as_path(), dst]
+                    .map(|p| match std::fs::remove_file(p) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(
+                            DriverError::sys(who, "remove the copy", SysError::io("remove", p, e)),
+                        ),
+                        _ => Ok(()),
+                    })
+                    .into_iter()
+                    .collect::<DriverResult<()>>();
+            return Err(DriverError::sys(who, "make the copy durable", e).undone(undo));
         }
         tracing::debug!(copy = %who, method = method.as_str(),
             frozen_us = frozen_for.map(|d| d.as_micros() as u64),
-            freeze_us = freeze_done.as_micros() as u64,
+            freeze_us = copied.freeze_took.as_micros() as u64,
             copy_us = copied_at.as_micros() as u64,
             durable_us = (started.elapsed() - copied_at).as_micros() as u64,
             "point-in-time copy made");
@@ -194,7 +208,7 @@ impl LoopDriver {
         let dir = image.parent().unwrap_or(&self.image_dir);
         let scratch = dir.join(format!("{GROW_PREFIX}{}", rec.name));
         fsops::grow_offline(rec.fs_type, image, &scratch, self.timeout)
-            .map_err(|e| DriverError::sys(&rec.name, e.step, e.source))
+            .map_err(|e| e.into_driver(&rec.name))
     }
 
     /// Start-up: a resize cut by a crash (the record still carries
@@ -268,6 +282,10 @@ impl Driver for LoopDriver {
         "loop"
     }
 
+    fn place_image(&self, name: &crate::volume::VolumeName, from: &Path) -> DriverResult<()> {
+        super::loop_import::place(&self.image_dir, self.timeout, name, from)
+    }
+
     fn pools(&self) -> Vec<String> {
         let mut v = vec![DEFAULT_POOL.to_string()];
         v.extend(
@@ -280,26 +298,9 @@ impl Driver for LoopDriver {
         v
     }
 
-    fn configure_pools(&self, pools: &BTreeMap<String, String>) -> DriverResult<()> {
-        let mut m = BTreeMap::new();
-        for (name, dir) in pools {
-            let p = PathBuf::from(dir);
-            if name == DEFAULT_POOL || !p.is_absolute() {
-                return Err(DriverError::Conflict {
-                    volume: String::new(),
-                    reason: format!(
-                        "pool {name:?}: needs a name other than {DEFAULT_POOL:?} and an absolute image directory (got {dir:?})"
-                    ),
-                });
-            }
-            m.insert(name.clone(), p);
-        }
-        *self.pools.write().unwrap_or_else(|p| p.into_inner()) = m;
-        Ok(())
-    }
-
     fn free_space(&self, pool: &str) -> Option<u64> {
         let dir = self.pool_dir(pool)?;
+        crate::step::enter(format!("free space of pool {pool} ({})", dir.display()));
         let probe = if dir.exists() {
             dir.as_path()
         } else {
@@ -343,12 +344,7 @@ impl Driver for LoopDriver {
             rec.fs_type = fs;
             rec.driver_data
                 .insert(IMAGE_KEY.into(), image.to_string_lossy().into_owned());
-            rec.driver_data
-                .insert(METHOD_KEY.into(), method.as_str().into());
-            if let Some(f) = frozen {
-                rec.driver_data
-                    .insert(FROZEN_KEY.into(), f.as_micros().to_string());
-            }
+            record_copy(rec, method, frozen);
             return Ok(());
         }
         // An image already in place (put there by an operator) is adopted:
@@ -420,12 +416,9 @@ impl Driver for LoopDriver {
         })();
         if let Err(cause) = result {
             if !existed {
-                if let Err(rb) = fsutil::remove_durable(&image) {
-                    return Err(DriverError::Rollback {
-                        cause: Box::new(cause),
-                        rollback: rb,
-                    });
-                }
+                let undo = fsutil::remove_durable(&image)
+                    .map_err(|e| DriverError::sys(&rec.name, "delete image", e));
+                return Err(cause.undone(undo));
             }
             return Err(cause);
         }
@@ -447,6 +440,7 @@ impl Driver for LoopDriver {
 
     fn mount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<MountRecord> {
         let image = self.image_of(rec);
+        crate::step::enter(format!("look up image {}", image.display()));
         if !image.exists() {
             return Err(DriverError::Conflict {
                 volume: rec.name.to_string(),
@@ -456,33 +450,12 @@ impl Driver for LoopDriver {
         if let Some(m) = super::existing_loop_mount(rec, target, &image)? {
             return Ok(m);
         }
-        fsutil::ensure_dir(target, 0o755)
-            .map_err(|e| DriverError::sys(&rec.name, "create mount point", e))?;
-        let attached = loopdev::attach(&image).map_err(|e| {
-            let _ = std::fs::remove_dir(target);
-            DriverError::sys(&rec.name, "attach loop device", e)
-        })?;
-        let data = match rec.fs_type {
-            FsType::Xfs => "nouuid",
-            _ => "",
-        };
-        if let Err(e) = mounts::mount(attached.path(), target, rec.fs_type.as_str(), data) {
-            let cause = DriverError::sys(&rec.name, "mount", e);
-            let _ = std::fs::remove_dir(target);
-            if let Err(rb) = attached.detach() {
-                return Err(DriverError::Rollback {
-                    cause: Box::new(cause),
-                    rollback: rb,
-                });
-            }
-            return Err(cause);
-        }
+        let device = blockfs::attach_and_mount(&image, target, rec.fs_type, 0o755)
+            .map_err(|e| DriverError::mount_failed(&rec.name, e))?;
         Ok(MountRecord {
-            device: attached.path().to_path_buf(),
+            device,
             target: target.to_path_buf(),
         })
-        // `attached` drops here; the mount now holds the device, and the
-        // kernel detaches it (autoclear) when the filesystem is unmounted.
     }
 
     fn unmount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<()> {
@@ -524,12 +497,7 @@ impl Driver for LoopDriver {
             self.point_in_time_copy(&who, &src, &dst, freeze_at, Some(progress))?;
         snap.driver_data
             .insert(IMAGE_KEY.into(), dst.to_string_lossy().into_owned());
-        snap.driver_data
-            .insert(METHOD_KEY.into(), method.as_str().into());
-        if let Some(f) = frozen {
-            snap.driver_data
-                .insert(FROZEN_KEY.into(), f.as_micros().to_string());
-        }
+        record_copy(snap, method, frozen);
         Ok(())
     }
 
@@ -587,14 +555,9 @@ impl Driver for LoopDriver {
                 // The filesystem did not take the new space: give it back
                 // so the image matches the filesystem again.
                 let undo = fsutil::set_file_len(&image, current)
-                    .and_then(|_| loopdev::open(&m.device).and_then(|d| d.set_capacity()));
-                return Err(match undo {
-                    Ok(()) => cause,
-                    Err(rb) => DriverError::Rollback {
-                        cause: Box::new(cause),
-                        rollback: rb,
-                    },
-                });
+                    .and_then(|_| loopdev::open(&m.device).and_then(|d| d.set_capacity()))
+                    .map_err(|e| DriverError::sys(&rec.name, "shrink image back", e));
+                return Err(cause.undone(undo));
             }
             return Ok(());
         }
@@ -603,13 +566,9 @@ impl Driver for LoopDriver {
         if let Err(cause) = self.grow_offline(rec, &image) {
             // Growth tools either finish or leave the filesystem at its old
             // size, so the image can shrink back to where it was.
-            return Err(match fsutil::set_file_len(&image, current) {
-                Ok(()) => cause,
-                Err(rb) => DriverError::Rollback {
-                    cause: Box::new(cause),
-                    rollback: rb,
-                },
-            });
+            let undo = fsutil::set_file_len(&image, current)
+                .map_err(|e| DriverError::sys(&rec.name, "shrink image back", e));
+            return Err(cause.undone(undo));
         }
         Ok(())
     }

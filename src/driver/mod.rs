@@ -15,6 +15,8 @@
 #[cfg(feature = "ceph")]
 pub mod ceph;
 pub mod fsops;
+pub mod hold;
+mod loop_import;
 pub mod loopdrv;
 
 use std::collections::BTreeMap;
@@ -22,7 +24,35 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::state::{MountRecord, SnapshotRecord, VolumeRecord};
-use crate::sys::{fsutil, mounts::MountTable, SysError};
+use crate::sys::{blockfs, fsutil, SysError};
+
+pub use crate::sys::mounts::MountTable;
+pub use hold::{LostTo, TakeOver};
+
+/// The driver of service `name`, built from its settings: the one place
+/// drivers are made.
+pub fn make(settings: &crate::config::Settings, name: &str) -> std::sync::Arc<dyn Driver> {
+    use crate::config::DriverSettings;
+    let svc = &settings.services[name];
+    match &svc.driver {
+        DriverSettings::Loop { image_dir, pools } => std::sync::Arc::new(
+            loopdrv::LoopDriver::new(image_dir.clone(), settings.daemon.command_timeout)
+                .with_pools(pools.clone()),
+        ),
+        #[cfg(feature = "ceph")]
+        DriverSettings::Cephfs { .. } | DriverSettings::Rbd { .. } => ceph::make(settings, name),
+        #[cfg(not(feature = "ceph"))]
+        DriverSettings::Cephfs { .. } | DriverSettings::Rbd { .. } => {
+            unreachable!("config refuses Ceph drivers in builds without the ceph feature")
+        }
+    }
+}
+
+/// Makes the directory volumes are mounted under (the service's mount
+/// points live there).
+pub fn ensure_mount_dir(dir: &Path) -> Result<(), SysError> {
+    fsutil::ensure_dir(dir, 0o755)
+}
 use crate::volume::VolumeName;
 
 /// Errors raised by drivers. Messages name the volume and the step.
@@ -71,8 +101,9 @@ pub enum DriverError {
     Rollback {
         /// The first failure.
         cause: Box<DriverError>,
-        /// The rollback failure.
-        rollback: SysError,
+        /// The rollback failure: an OS step, a backend step, anything a
+        /// driver undoes.
+        rollback: Box<DriverError>,
     },
 }
 
@@ -83,6 +114,52 @@ impl DriverError {
             volume: volume.to_string(),
             step,
             source,
+        }
+    }
+
+    /// `self` (the failure that made the caller undo its earlier steps)
+    /// with the outcome of that undo: unchanged when the undo worked,
+    /// else a [`DriverError::Rollback`] carrying both, the failed undo
+    /// logged at WARN. An undo failure is never dropped.
+    pub fn undone(self, undo: DriverResult<()>) -> DriverError {
+        match undo {
+            Ok(()) => self,
+            Err(rollback) => {
+                tracing::warn!("rolling back after \"{self}\" failed: {rollback}");
+                DriverError::Rollback {
+                    cause: Box::new(self),
+                    rollback: Box::new(rollback),
+                }
+            }
+        }
+    }
+
+    /// The error of a failed [`blockfs::attach_and_mount`] of `volume`,
+    /// with the failed detach, if any, as the rollback failure.
+    pub fn mount_failed(volume: &impl std::fmt::Display, e: blockfs::MountError) -> Self {
+        let undo = match e.rollback {
+            Some(rb) => Err(DriverError::sys(volume, "detach loop device", *rb)),
+            None => Ok(()),
+        };
+        DriverError::sys(volume, e.step.as_str(), e.source).undone(undo)
+    }
+
+    /// The error of a failed [`blockfs::frozen_copy`] whose copy is of
+    /// (or for) `who`: a failed thaw, with the failed undo of the copy as
+    /// the rollback failure, if the undo failed.
+    pub fn frozen_copy_failed(
+        who: &impl std::fmt::Display,
+        e: blockfs::CopyError<DriverError>,
+    ) -> Self {
+        match e {
+            blockfs::CopyError::Freeze(e) => {
+                DriverError::sys(who, "freeze the source filesystem", e)
+            }
+            blockfs::CopyError::Copy(e) => e,
+            blockfs::CopyError::Thaw { source, undo } => {
+                DriverError::sys(who, "thaw the source filesystem", source)
+                    .undone(undo.map_or(Ok(()), Err))
+            }
         }
     }
 
@@ -173,23 +250,21 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// The driver's config name ("loop").
     fn kind(&self) -> &'static str;
 
+    /// Moves the filesystem image file `from`, untouched, to where a
+    /// create of volume `name` (default pool) adopts it
+    /// (`berth volume import`).
+    fn place_image(&self, name: &VolumeName, from: &Path) -> DriverResult<()> {
+        let _ = (name, from);
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            what: "importing an image file".into(),
+        })
+    }
+
     /// Storage pools a volume can be created in (the `volumeType`
     /// option), [`DEFAULT_POOL`] first.
     fn pools(&self) -> Vec<String> {
         vec![DEFAULT_POOL.to_string()]
-    }
-
-    /// Makes the named pools available, in addition to [`DEFAULT_POOL`].
-    /// The value is driver-specific (the loop driver: an image
-    /// directory). A driver without pools refuses any.
-    fn configure_pools(&self, pools: &BTreeMap<String, String>) -> DriverResult<()> {
-        if pools.is_empty() {
-            return Ok(());
-        }
-        Err(DriverError::Unsupported {
-            driver: self.kind(),
-            what: "storage pools".into(),
-        })
     }
 
     /// Bytes available for new volumes in `pool` (`None`: unknown /
@@ -261,6 +336,17 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether this host still holds mounted volume `rec` (drivers of
+    /// storage another host can take over): `Some` once it lost it. A
+    /// driver that finds it lost cuts this host's access at once (stops
+    /// its client, so nothing written here later can land). May block as
+    /// long as the backend does: the service calls it from its sampler
+    /// only, never on a request.
+    fn check_hold(&self, rec: &VolumeRecord) -> DriverResult<Option<TakeOver>> {
+        let _ = rec;
+        Ok(None)
+    }
+
     /// Filesystem shown by inspect (`fsType`).
     fn fs_label(&self, rec: &VolumeRecord) -> String {
         rec.fs_type.as_str().to_string()
@@ -277,6 +363,37 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
 
     /// Space used by an unmounted volume's backing store.
     fn allocated(&self, rec: &VolumeRecord) -> u64;
+
+    /// Used/free figures: of the filesystem mounted at `target`, or of
+    /// the backing store when not mounted. May block as long as the
+    /// backend does: the service calls it from its sampler only.
+    fn usage(&self, rec: &VolumeRecord, target: Option<&Path>) -> DriverResult<Usage> {
+        match target {
+            Some(t) => {
+                crate::step::enter(format!("statvfs {}", t.display()));
+                let s = fsutil::space(t).map_err(|e| DriverError::sys(&rec.name, "statvfs", e))?;
+                // An unmount may have taken the mount away (one whose
+                // flush hangs is already gone from the table): the
+                // figures would be those of the directory below.
+                let table = MountTable::read()
+                    .map_err(|e| DriverError::sys(&rec.name, "read mount table", e))?;
+                if table.at(t).is_none() {
+                    return Err(DriverError::Conflict {
+                        volume: rec.name.to_string(),
+                        reason: format!("nothing is mounted at {}", t.display()),
+                    });
+                }
+                Ok(Usage {
+                    used: s.used,
+                    free: Some(s.available),
+                })
+            }
+            None => Ok(Usage {
+                used: self.allocated(rec),
+                free: None,
+            }),
+        }
+    }
 
     /// Start-up clean-up of driver-level leftovers (e.g. loop devices on
     /// this service's images that no mount uses). Returns one line per

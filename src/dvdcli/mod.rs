@@ -463,6 +463,7 @@ impl<'a> Session<'a> {
             return Err(ClientError::Plugin {
                 method: method.into(),
                 message: err_field.unwrap_or_else(|| format!("HTTP {status}: {}", clip(&text))),
+                not_found: false,
             });
         }
         let value = parsed.map_err(|e| ClientError::Transport {
@@ -474,6 +475,7 @@ impl<'a> Session<'a> {
             return Err(ClientError::Plugin {
                 method: method.into(),
                 message,
+                not_found: false,
             });
         }
         if value.is_null() {

@@ -6,6 +6,38 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+/// What a lock is taken on. Volume names are unique across the daemon's
+/// services; snapshot names per service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LockKey {
+    /// A volume.
+    Volume(crate::volume::VolumeName),
+    /// A snapshot of a service.
+    Snapshot {
+        /// The service.
+        service: String,
+        /// The snapshot.
+        name: crate::volume::VolumeName,
+    },
+}
+
+impl LockKey {
+    /// The name as errors show it.
+    pub fn shown(&self) -> &str {
+        match self {
+            LockKey::Volume(n) | LockKey::Snapshot { name: n, .. } => n.as_str(),
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            LockKey::Volume(n) => n.as_str().to_string(),
+            // Volume names can't contain '/', so this never collides.
+            LockKey::Snapshot { service, name } => format!("{service}/{name}"),
+        }
+    }
+}
+
 /// Volume names across all services (Docker keys volumes by name alone).
 #[derive(Debug, Default)]
 pub struct Namespace {
@@ -16,13 +48,13 @@ pub struct Namespace {
 /// Holds the lock of one name; dropping it releases the lock and forgets
 /// the lock entry when nobody else waits for it.
 #[derive(Debug)]
-pub struct NameGuard<'a> {
-    ns: &'a Namespace,
+pub struct NameGuard {
+    ns: Arc<Namespace>,
     name: String,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
-impl Drop for NameGuard<'_> {
+impl Drop for NameGuard {
     fn drop(&mut self) {
         drop(self.guard.take());
         let mut locks = self.ns.locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -35,15 +67,20 @@ impl Drop for NameGuard<'_> {
 }
 
 impl Namespace {
+    /// Waits for and takes the lock of `key`.
+    pub async fn lock_key(self: &Arc<Self>, key: &LockKey) -> NameGuard {
+        self.lock(&key.key()).await
+    }
+
     /// Waits for and takes the lock of `name`.
-    pub async fn lock(&self, name: &str) -> NameGuard<'_> {
+    pub async fn lock(self: &Arc<Self>, name: &str) -> NameGuard {
         let m = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             locks.entry(name.to_string()).or_default().clone()
         };
         let guard = m.lock_owned().await;
         NameGuard {
-            ns: self,
+            ns: self.clone(),
             name: name.to_string(),
             guard: Some(guard),
         }

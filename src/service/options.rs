@@ -156,107 +156,121 @@ impl CreateSpec {
         let mut seen: BTreeMap<String, &str> = BTreeMap::new();
         for (k, v) in opts {
             let key = k.to_ascii_lowercase();
-            // fsType and newfstype are one option; so are type/volumeType.
-            // The four source options are one choice too.
-            let canon = match key.as_str() {
-                "newfstype" => "fstype".to_string(),
-                "volumetype" => "type".to_string(),
-                "volumename" | "volumeid" | "snapshotname" | "snapshotid" => "source".to_string(),
-                _ => key.clone(),
-            };
-            if let Some(prev) = seen.insert(canon, k) {
+            if let Some(prev) = seen.insert(canonical(&key), k) {
                 return Err(OptionError(format!(
                     "options {prev} and {k} both set the same thing; give one"
                 )));
             }
-            let name_of = |v: &str| {
-                VolumeName::parse(v.trim()).map_err(|r| OptionError(format!("option {k}: {r}")))
-            };
-            let id_of = |v: &str| {
-                let t = v.trim();
-                if t.is_empty() {
-                    return Err(OptionError(format!("option {k}: the ID is empty")));
-                }
-                check_text(k, t)
-            };
-            match key.as_str() {
-                "size" => {
-                    spec.size =
-                        parse_size(v).map_err(|r| OptionError(format!("option size: {r}")))?;
-                    spec.size_given = true;
-                }
-                "fstype" | "newfstype" => {
-                    spec.fs_type =
-                        FsType::parse(v).map_err(|r| OptionError(format!("option {k}: {r}")))?;
-                    spec.fs_given = true;
-                }
-                "overwritefs" => spec.overwrite_fs = parse_bool(k, v)?,
-                "volumetype" | "type" => {
-                    spec.volume_type = check_text(k, v.trim())?;
-                    spec.type_given = true;
-                }
-                "volumename" => spec.source = Some(SourceRef::VolumeName(name_of(v)?)),
-                "volumeid" => spec.source = Some(SourceRef::VolumeId(id_of(v)?)),
-                "snapshotname" => spec.source = Some(SourceRef::SnapshotName(name_of(v)?)),
-                "snapshotid" => spec.source = Some(SourceRef::SnapshotId(id_of(v)?)),
-                "iops" => {
-                    spec.iops = v.trim().parse::<u64>().map_err(|_| {
-                        OptionError(format!(
+            spec.apply(&key, k, v)?;
+        }
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Applies one option (`key` lowercased, `k` as given).
+    fn apply(&mut self, key: &str, k: &str, v: &str) -> Result<(), OptionError> {
+        let name_of = |v: &str| {
+            VolumeName::parse(v.trim()).map_err(|r| OptionError(format!("option {k}: {r}")))
+        };
+        let id_of = |v: &str| {
+            let t = v.trim();
+            if t.is_empty() {
+                return Err(OptionError(format!("option {k}: the ID is empty")));
+            }
+            check_text(k, t)
+        };
+        match key {
+            "size" => {
+                self.size = parse_size(v).map_err(|r| OptionError(format!("option size: {r}")))?;
+                self.size_given = true;
+            }
+            "fstype" | "newfstype" => {
+                self.fs_type =
+                    FsType::parse(v).map_err(|r| OptionError(format!("option {k}: {r}")))?;
+                self.fs_given = true;
+            }
+            "overwritefs" => self.overwrite_fs = parse_bool(k, v)?,
+            "volumetype" | "type" => {
+                self.volume_type = check_text(k, v.trim())?;
+                self.type_given = true;
+            }
+            "volumename" => self.source = Some(SourceRef::VolumeName(name_of(v)?)),
+            "volumeid" => self.source = Some(SourceRef::VolumeId(id_of(v)?)),
+            "snapshotname" => self.source = Some(SourceRef::SnapshotName(name_of(v)?)),
+            "snapshotid" => self.source = Some(SourceRef::SnapshotId(id_of(v)?)),
+            "iops" => {
+                self.iops = v.trim().parse::<u64>().map_err(|_| {
+                    OptionError(format!(
                         "option {k}={v:?}: expected a whole number of I/O operations per second"
                     ))
-                    })?
-                }
-                "availabilityzone" => spec.availability_zone = check_text(k, v)?,
-                "uid" => {
-                    spec.uid = parse_u32(k, v)?;
-                    spec.owner_given = true;
-                }
-                "gid" => {
-                    spec.gid = parse_u32(k, v)?;
-                    spec.owner_given = true;
-                }
-                "mode" => {
-                    spec.mode =
-                        parse_mode(v).map_err(|r| OptionError(format!("option mode: {r}")))?;
-                    spec.owner_given = true;
-                }
-                other => {
-                    if let Some((_, what)) = NOT_YET.iter().find(|(n, _)| *n == other) {
-                        return Err(OptionError(format!(
-                            "option {k}: {what} is not supported by this service"
-                        )));
-                    }
-                    let shown: String = k.chars().take(64).collect();
-                    return Err(OptionError(format!(
-                        "unknown option {shown:?} (valid options: {})",
-                        KNOWN.join(", ")
-                    )));
-                }
+                })?
             }
+            "availabilityzone" => self.availability_zone = check_text(k, v)?,
+            "uid" | "gid" | "mode" => self.apply_owner(key, k, v)?,
+            other => return Err(unknown(other, k)),
         }
-        if let Some(src) = &spec.source {
-            if spec.overwrite_fs {
+        Ok(())
+    }
+
+    fn apply_owner(&mut self, key: &str, k: &str, v: &str) -> Result<(), OptionError> {
+        match key {
+            "uid" => self.uid = parse_u32(k, v)?,
+            "gid" => self.gid = parse_u32(k, v)?,
+            _ => self.mode = parse_mode(v).map_err(|r| OptionError(format!("option mode: {r}")))?,
+        }
+        self.owner_given = true;
+        Ok(())
+    }
+
+    /// Checks across options, once all are read.
+    fn check(&self) -> Result<(), OptionError> {
+        if let Some(src) = &self.source {
+            if self.overwrite_fs {
                 return Err(OptionError(format!(
                     "option overwritefs cannot be combined with {} (a copy keeps its source's filesystem and content)",
                     src.option()
                 )));
             }
             // Size and filesystem are checked against the source later.
-            return Ok(spec);
+            return Ok(());
         }
         // A default size too small for the filesystem asked for is caught
         // by the driver, and only when it makes a new filesystem (an
         // adopted image keeps its own size).
-        if spec.size_given && spec.size < spec.fs_type.min_size() {
+        if self.size_given && self.size < self.fs_type.min_size() {
             return Err(OptionError(format!(
                 "option size: {} is too small for {} (at least {})",
-                human_bytes(spec.size),
-                spec.fs_type,
-                human_bytes(spec.fs_type.min_size())
+                human_bytes(self.size),
+                self.fs_type,
+                human_bytes(self.fs_type.min_size())
             )));
         }
-        Ok(spec)
+        Ok(())
     }
+}
+
+/// fsType and newfstype are one option; so are type/volumeType. The four
+/// source options are one choice too.
+fn canonical(key: &str) -> String {
+    match key {
+        "newfstype" => "fstype".to_string(),
+        "volumetype" => "type".to_string(),
+        "volumename" | "volumeid" | "snapshotname" | "snapshotid" => "source".to_string(),
+        _ => key.to_string(),
+    }
+}
+
+fn unknown(key: &str, k: &str) -> OptionError {
+    if let Some((_, what)) = NOT_YET.iter().find(|(n, _)| *n == key) {
+        return OptionError(format!(
+            "option {k}: {what} is not supported by this service"
+        ));
+    }
+    let shown: String = k.chars().take(64).collect();
+    OptionError(format!(
+        "unknown option {shown:?} (valid options: {})",
+        KNOWN.join(", ")
+    ))
 }
 
 #[cfg(test)]

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
 
-use super::{blocking, new_id, read, state_err, write, ServiceError, ServiceResult, VolumeService};
+use super::lane::{Held, Op};
+use super::{new_id, read, write, ServiceError, ServiceResult, VolumeService};
 use crate::driver::{Progress, DEFAULT_POOL};
-use crate::state::{Phase, SnapshotRecord, StateError, RECORD_VERSION, RESIZING_KEY};
-use crate::volume::{human_bytes, parse_size, NameError, VolumeName, MAX_NAME_LEN};
+use crate::state::{CopyMethod, Facts, Phase, SnapshotRecord, StateError, RECORD_VERSION};
+use crate::volume::{human_bytes, NameError, VolumeName, MAX_NAME_LEN};
 
 /// A snapshot in the catalog.
 pub(super) struct SnapEntry {
@@ -115,7 +116,9 @@ impl Drop for OpGuard<'_> {
 }
 
 /// A state error of a snapshot's record, naming the snapshot.
-fn snap_state_err(name: &impl std::fmt::Display) -> impl Fn(StateError) -> ServiceError + '_ {
+pub(super) fn snap_state_err(
+    name: &impl std::fmt::Display,
+) -> impl Fn(StateError) -> ServiceError + '_ {
     move |e| ServiceError::Snapshot {
         snapshot: name.to_string(),
         reason: e.to_string(),
@@ -138,12 +141,6 @@ pub fn snapshot_name(s: &str) -> ServiceResult<VolumeName> {
 }
 
 impl VolumeService {
-    /// The lock key of a snapshot (volume names can't contain '@' or '/',
-    /// so it never collides with a volume's).
-    pub(super) fn snap_key(&self, name: &VolumeName) -> String {
-        format!("@snapshot/{}/{name}", self.name)
-    }
-
     pub(super) fn get_snapshot(&self, name: &VolumeName) -> Option<SnapshotRecord> {
         read(&self.snapshots).get(name).map(|e| e.rec.clone())
     }
@@ -209,52 +206,6 @@ impl VolumeService {
             .collect()
     }
 
-    /// Start-up: finishes interrupted snapshot creates/removes (their
-    /// storage and record go) and returns the Ready snapshots.
-    pub(super) fn reconcile_snapshots(
-        &self,
-        repairs: &mut usize,
-    ) -> Result<Vec<SnapshotRecord>, StateError> {
-        let (records, bad) = self.snap_store.load_all()?;
-        for b in bad {
-            warn!(service = %self.name, path = %b.path.display(), reason = %b.reason,
-                "snapshot record unreadable; the snapshot is refused until the file is fixed or removed");
-            if let Some(stem) = b.path.file_stem() {
-                write(&self.damaged_snapshots)
-                    .insert(stem.to_string_lossy().into_owned(), b.reason);
-            }
-        }
-        let mut ready = Vec::new();
-        for rec in records {
-            if rec.phase == Phase::Ready {
-                ready.push(rec);
-                continue;
-            }
-            let what = if rec.phase == Phase::Creating {
-                "snapshot"
-            } else {
-                "snapshot removal"
-            };
-            let done = self
-                .driver
-                .remove_snapshot(&rec)
-                .map_err(ServiceError::from)
-                .and_then(|_| {
-                    self.snap_store
-                        .delete(&rec.name)
-                        .map_err(snap_state_err(&rec.name))
-                });
-            match done {
-                Ok(()) => warn!(service = %self.name, snapshot = %rec.name,
-                    "an interrupted {what} was found; its storage and record were removed"),
-                Err(e) => warn!(service = %self.name, snapshot = %rec.name,
-                    "an interrupted {what} could not be cleaned up: {e}"),
-            }
-            *repairs += 1;
-        }
-        Ok(ready)
-    }
-
     fn snap_view(&self, e: &SnapEntry) -> SnapshotView {
         let source_exists = read(&self.catalog)
             .get(&e.rec.volume)
@@ -270,9 +221,9 @@ impl VolumeService {
     pub async fn snapshot_create(&self, volume: &str, snap: &str) -> ServiceResult<SnapshotView> {
         let vname = VolumeName::parse(volume)?;
         let sname = snapshot_name(snap)?;
-        let _g = self
-            .lock_all(vec![vname.as_str().to_string(), self.snap_key(&sname)])
-            .await;
+        let mut held = self
+            .lock_for(Op::Snapshot, vec![self.vkey(&vname), self.skey(&sname)])
+            .await?;
         if let Some(reason) = read(&self.damaged_snapshots).get(sname.as_str()) {
             return Err(ServiceError::Snapshot {
                 snapshot: sname.to_string(),
@@ -295,8 +246,35 @@ impl VolumeService {
         let vol = self
             .known(&vname)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(vname.to_string()))?;
+            .ok_or_else(|| self.missing(&vname))?;
         let started = Instant::now();
+        let mounted = vol.mounted.is_some();
+        let op = self.begin_op("snapshot", sname.as_str(), &format!("volume {vname}"));
+        let result = self
+            .snapshot_work(vol, sname.clone(), op.progress(), &mut held)
+            .await;
+        drop(op);
+        let (rec, allocated) = result?;
+        info!(service = %self.name, snapshot = %sname, volume = %vname, operation = "snapshot",
+            mounted, copy = rec.copy_method().map(CopyMethod::as_str).unwrap_or(""),
+            frozen_us = rec.frozen_for().map(|d| d.as_micros() as u64).unwrap_or(0),
+            duration_ms = started.elapsed().as_millis() as u64, "snapshot taken");
+        let entry = SnapEntry::new(rec, allocated);
+        let view = self.snap_view(&entry);
+        write(&self.snapshots).insert(sname, entry);
+        self.invalidate();
+        Ok(view)
+    }
+
+    /// The storage side of a snapshot: intent record, the driver's copy,
+    /// Ready record; undone on error or past the deadline.
+    async fn snapshot_work(
+        &self,
+        vol: crate::state::VolumeRecord,
+        sname: VolumeName,
+        progress: Arc<Progress>,
+        held: &mut Held,
+    ) -> ServiceResult<(SnapshotRecord, u64)> {
         let rec = SnapshotRecord {
             version: RECORD_VERSION,
             name: sname.clone(),
@@ -317,48 +295,38 @@ impl VolumeService {
             mode: vol.mode,
             driver_data: Default::default(),
         };
-        let op = self.begin_op("snapshot", sname.as_str(), &format!("volume {vname}"));
-        let progress = op.progress();
         let driver = self.driver.clone();
         let store = self.snap_store.clone();
-        let n = sname.clone();
-        let who = format!("{sname} (of volume {vname})");
-        let mounted = vol.mounted.is_some();
-        let result = blocking(&vname, move || {
+        let who = format!("{sname} (of volume {})", vol.name);
+        let vname = vol.name.clone();
+        self.run(Op::Snapshot, &vname, held, move |ticket| {
             let mut rec = rec;
-            let t0 = Instant::now();
+            let n = sname;
             store.save(&rec).map_err(snap_state_err(&who))?;
-            let t1 = Instant::now();
-            let taken = driver.snapshot(&vol, &mut rec, &progress);
-            tracing::debug!(snapshot = %n, intent_us = (t1 - t0).as_micros() as u64,
-                driver_us = t1.elapsed().as_micros() as u64, "snapshot steps");
-            if let Err(e) = taken {
+            if let Err(e) = driver.snapshot(&vol, &mut rec, &progress) {
                 if let Err(se) = store.delete(&n) {
                     warn!(snapshot = %n, "could not remove the record of a failed snapshot: {se}");
                 }
                 return Err(e.into());
             }
             rec.phase = Phase::Ready;
-            if let Err(e) = store.save(&rec) {
-                let _ = driver.remove_snapshot(&rec);
-                let _ = store.delete(&n);
-                return Err(snap_state_err(&who)(e));
+            let committed = ticket
+                .commit(&who)
+                .and_then(|_| store.save(&rec).map_err(snap_state_err(&who)));
+            if let Err(e) = committed {
+                if let Err(re) = driver.remove_snapshot(&rec) {
+                    warn!(snapshot = %n, "rollback of a snapshot could not remove it (the next start does): {re}");
+                    return Err(e);
+                }
+                if let Err(se) = store.delete(&n) {
+                    warn!(snapshot = %n, "could not remove the record of a rolled-back snapshot: {se}");
+                }
+                return Err(e);
             }
             let allocated = driver.snapshot_allocated(&rec);
             Ok((rec, allocated))
         })
-        .await;
-        drop(op);
-        let (rec, allocated) = result?;
-        info!(service = %self.name, snapshot = %sname, volume = %vname, operation = "snapshot",
-            mounted, copy = rec.driver_data.get("copyMethod").map(String::as_str).unwrap_or(""),
-            frozen_us = rec.driver_data.get("frozenMicros").map(String::as_str).unwrap_or(""),
-            duration_ms = started.elapsed().as_millis() as u64, "snapshot taken");
-        let entry = SnapEntry::new(rec, allocated);
-        let view = self.snap_view(&entry);
-        write(&self.snapshots).insert(sname, entry);
-        self.invalidate();
-        Ok(view)
+        .await
     }
 
     /// Every snapshot, or those of `volume`.
@@ -391,7 +359,9 @@ impl VolumeService {
     /// and stay.
     pub async fn snapshot_remove(&self, name: &str) -> ServiceResult<()> {
         let sname = snapshot_name(name)?;
-        let _g = self.ns.lock(&self.snap_key(&sname)).await;
+        let mut held = self
+            .lock_for(Op::SnapshotRemove, vec![self.skey(&sname)])
+            .await?;
         if self.get_snapshot(&sname).is_none() {
             self.learn_snapshots().await?;
         }
@@ -403,7 +373,7 @@ impl VolumeService {
         let driver = self.driver.clone();
         let store = self.snap_store.clone();
         let n = sname.clone();
-        blocking(&sname, move || {
+        self.run(Op::SnapshotRemove, &sname, &mut held, move |_| {
             store.save(&rec).map_err(snap_state_err(&n))?;
             driver.remove_snapshot(&rec)?;
             store.delete(&n).map_err(snap_state_err(&n))?;
@@ -412,7 +382,7 @@ impl VolumeService {
         // On error the record says Removing and the next start finishes
         // the job; until then the snapshot stays listed.
         .await?;
-        self.note_removed(format!("s:{sname}"));
+        self.note_removed(super::catalog::Removed::Snapshot(sname.clone()));
         write(&self.snapshots).remove(&sname);
         self.invalidate();
         let copies = read(&self.catalog)
@@ -423,85 +393,5 @@ impl VolumeService {
             volumes_from_it = copies,
             duration_ms = started.elapsed().as_millis() as u64, "snapshot removed");
         Ok(())
-    }
-
-    /// Grows volume `name` to `size` (REX-Ray size syntax). Shrinking is
-    /// refused; the same size is a no-op.
-    pub async fn resize(&self, name: &str, size: &str) -> ServiceResult<u64> {
-        let name = VolumeName::parse(name)?;
-        let new_size = parse_size(size).map_err(|r| ServiceError::Option {
-            volume: name.to_string(),
-            source: super::OptionError(format!("size: {r}")),
-        })?;
-        let _g = self.ns.lock(name.as_str()).await;
-        let rec = self
-            .known(&name)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(name.to_string()))?;
-        if new_size < rec.size {
-            return Err(ServiceError::Conflict {
-                volume: name.to_string(),
-                reason: format!(
-                    "cannot shrink from {} to {}: volumes only grow (shrinking a filesystem can lose data, and xfs cannot shrink at all)",
-                    human_bytes(rec.size),
-                    human_bytes(new_size)
-                ),
-            });
-        }
-        if new_size == rec.size {
-            return Ok(rec.size);
-        }
-        let started = Instant::now();
-        let op = self.begin_op("resize", name.as_str(), &human_bytes(rec.size));
-        let driver = self.driver.clone();
-        let store = self.store.clone();
-        let n = name.clone();
-        let old = rec.size;
-        let result = blocking(&name, move || {
-            if let Some(free) = driver.free_space(&rec.volume_type) {
-                let more = new_size - rec.size;
-                if more > free {
-                    return Err(ServiceError::BadInput(format!(
-                        "volume {n}: growing by {} needs more than the {} free for images in pool {}",
-                        human_bytes(more),
-                        human_bytes(free),
-                        rec.volume_type
-                    )));
-                }
-            }
-            // The intent first: a crash while the storage grows leaves a
-            // record that says so, and the next start puts the storage
-            // back to the recorded size (never half grown).
-            let mut rec = rec;
-            rec.driver_data.remove(RESIZING_KEY);
-            let mut intent = rec.clone();
-            intent
-                .driver_data
-                .insert(RESIZING_KEY.into(), new_size.to_string());
-            store.save(&intent).map_err(state_err(&n))?;
-            if let Err(e) = driver.resize(&rec, new_size) {
-                // The driver put the storage back; the record follows.
-                if let Err(se) = store.save(&rec) {
-                    warn!(volume = %n, "could not clear the resize intent of a failed resize (the next start does): {se}");
-                }
-                return Err(e.into());
-            }
-            rec.size = new_size;
-            store.save(&rec).map_err(state_err(&n))?;
-            Ok(rec)
-        })
-        .await;
-        drop(op);
-        let rec = result?;
-        let allocated = if rec.mounted.is_some() {
-            0
-        } else {
-            self.driver.allocated(&rec)
-        };
-        info!(service = %self.name, volume = %name, operation = "resize",
-            from = old, to = new_size, mounted = rec.mounted.is_some(),
-            duration_ms = started.elapsed().as_millis() as u64, "volume grown");
-        self.put(rec, allocated);
-        Ok(new_size)
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::{CreateDefaults, DriverSettings, Policy, ServiceSettings};
 use crate::driver::fake::FakeDriver;
+use crate::state::Phase;
 use crate::volume::FsType;
 
 struct Harness {
@@ -10,7 +11,7 @@ struct Harness {
     records: PathBuf,
 }
 
-fn policy() -> Policy {
+pub(super) fn policy() -> Policy {
     Policy {
         create_defaults: CreateDefaults {
             size: 1 << 30,
@@ -21,6 +22,7 @@ fn policy() -> Policy {
         },
         create_implicit: true,
         create_disable: false,
+        create_refuse_unknown_type: false,
         remove_disable: false,
         remove_force: false,
         mount_preempt: false,
@@ -38,12 +40,13 @@ fn harness_with(p: Policy, ns: Arc<Namespace>, name: &str) -> Harness {
         name: name.into(),
         driver: DriverSettings::Loop {
             image_dir: dir.path().join("images"),
+            pools: BTreeMap::new(),
         },
-        pools: [("fast".to_string(), dir.path().join("fast"))].into(),
         scope: Scope::Local,
         policy: p,
+        limits: Default::default(),
     };
-    let fake = Arc::new(FakeDriver::default());
+    let fake = Arc::new(FakeDriver::default().with_pools(&["fast"]));
     let records = dir.path().join("records");
     let svc = VolumeService::open(
         &settings,
@@ -355,7 +358,7 @@ fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 #[tokio::test]
-async fn pools_are_real_and_unknown_ones_listed() {
+async fn pools_are_real_and_unknown_types_recorded_or_refused() {
     let h = harness(policy());
     h.svc
         .create("v", &opts(&[("volumeType", "fast")]))
@@ -365,17 +368,32 @@ async fn pools_are_real_and_unknown_ones_listed() {
     h.svc.create("d", &no_opts()).await.expect("default pool");
     let m = status_map(&h.svc.get("d").expect("get"), "berth");
     assert_eq!(m["type"], serde_json::json!("default"));
+    // A type that names no pool (REX-Ray's io1, gp2…) is recorded and
+    // shown; the volume lives in the default pool.
+    h.svc
+        .create("x", &opts(&[("type", "io1")]))
+        .await
+        .expect("unknown type accepted");
+    let v = h.svc.get("x").expect("get");
+    assert_eq!(v.record.volume_type, "default");
+    let m = status_map(&v, "berth");
+    assert_eq!(m["type"], serde_json::json!("io1"));
+    assert_eq!(m["pool"], serde_json::json!("default"));
+    // Refusing them is an opt-in.
+    let mut strict = policy();
+    strict.create_refuse_unknown_type = true;
+    let h = harness(strict);
     let e = h
         .svc
-        .create("x", &opts(&[("type", "gold")]))
+        .create("y", &opts(&[("type", "gold")]))
         .await
-        .expect_err("unknown pool");
+        .expect_err("unknown pool refused");
     let msg = e.to_string();
     assert!(
         msg.contains("gold") && msg.contains("default, fast"),
         "{msg}"
     );
-    assert!(h.svc.get("x").is_err());
+    assert!(h.svc.get("y").is_err());
 }
 
 #[tokio::test]
@@ -534,10 +552,11 @@ async fn failed_snapshot_leaves_nothing_and_interrupted_one_is_cleaned() {
         name: "berth".into(),
         driver: DriverSettings::Loop {
             image_dir: h._dir.path().join("images"),
+            pools: BTreeMap::new(),
         },
-        pools: BTreeMap::new(),
         scope: Scope::Local,
         policy: policy(),
+        limits: Default::default(),
     };
     let svc2 = VolumeService::open(
         &settings,
@@ -608,10 +627,11 @@ fn shared_pair(catalog: &crate::driver::fake::SharedCatalog) -> (Harness, Harnes
             name: "ceph".into(),
             driver: DriverSettings::Loop {
                 image_dir: dir.path().join("images"),
+                pools: BTreeMap::new(),
             },
-            pools: BTreeMap::new(),
             scope: Scope::Global,
             policy: policy(),
+            limits: Default::default(),
         };
         let fake = Arc::new(FakeDriver::on(catalog));
         let records = dir.path().join("records");

@@ -12,19 +12,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod facts;
+mod format;
+
 use crate::sys::{fsutil, SysError};
 use crate::volume::{FsType, MountId, VolumeName};
 
-/// Version of the record format written by this build.
-pub const RECORD_VERSION: u32 = 1;
+pub use format::{OLDEST_RECORD_VERSION, RECORD_VERSION};
 
-/// `driver_data` key of a volume record while a resize is in progress:
-/// the size asked for, in bytes. Written (with the old size still in
-/// `size`) before the storage grows and dropped once the new size is
-/// recorded, so a start-up that finds it knows the storage may be
-/// larger than the record says and puts it back (see the loop driver's
-/// reconcile).
-pub const RESIZING_KEY: &str = "resizingTo";
+/// `driver_data` key of a volume record while a resize is in progress
+/// (see [`VolumeRecord::resizing_to`]).
+pub use facts::RESIZING_KEY;
+pub use facts::{CopyMethod, Facts};
 
 /// Where a volume is in its lifecycle, as recorded on disk.
 ///
@@ -53,7 +52,8 @@ pub struct MountRecord {
 /// Everything Berth knows about one volume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VolumeRecord {
-    /// Format version.
+    /// Format version ([`format`]: read in every format from
+    /// [`OLDEST_RECORD_VERSION`], always [`RECORD_VERSION`] in memory).
     pub version: u32,
     /// The volume name.
     pub name: VolumeName,
@@ -132,7 +132,7 @@ impl VolumeRecord {
 /// can be created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
-    /// Format version.
+    /// Format version (as [`VolumeRecord::version`]).
     pub version: u32,
     /// The snapshot name (same rule as volume names).
     pub name: VolumeName,
@@ -166,13 +166,15 @@ pub struct SnapshotRecord {
 }
 
 /// What a store keeps: a JSON document keyed by a name.
-pub trait StoredRecord: Serialize + serde::de::DeserializeOwned {
+pub trait StoredRecord: Serialize + serde::de::DeserializeOwned + Clone {
     /// What it is, for messages ("volume", "snapshot").
     const KIND: &'static str;
     /// The name the file is called after.
     fn key(&self) -> &VolumeName;
     /// Its format version.
     fn format_version(&self) -> u32;
+    /// Sets its format version.
+    fn set_format_version(&mut self, v: u32);
 }
 
 impl StoredRecord for VolumeRecord {
@@ -182,6 +184,9 @@ impl StoredRecord for VolumeRecord {
     }
     fn format_version(&self) -> u32 {
         self.version
+    }
+    fn set_format_version(&mut self, v: u32) {
+        self.version = v;
     }
 }
 
@@ -193,6 +198,9 @@ impl StoredRecord for SnapshotRecord {
     fn format_version(&self) -> u32 {
         self.version
     }
+    fn set_format_version(&mut self, v: u32) {
+        self.version = v;
+    }
 }
 
 /// Errors of the state store.
@@ -201,6 +209,9 @@ pub enum StateError {
     /// Writing or removing failed.
     #[error("state: {0}")]
     Sys(#[from] SysError),
+    /// The service could not be set up.
+    #[error("{0}")]
+    Setup(String),
     /// A record could not be encoded.
     #[error("state record for {kind} {name}: cannot encode: {source}")]
     Encode {
@@ -218,8 +229,22 @@ pub enum StateError {
 pub struct BadRecord {
     /// Its path.
     pub path: PathBuf,
-    /// Why.
+    /// The format it says it has, when it says one (a newer format than
+    /// this build reads is refused with it).
+    pub format: Option<u32>,
+    /// Why (naming the file).
     pub reason: String,
+}
+
+/// What [`Store::load_counted`] found.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    /// The readable records, by name, in the current format.
+    pub records: Vec<T>,
+    /// The unreadable ones (left on disk).
+    pub bad: Vec<BadRecord>,
+    /// Files per record format found (readable or not), for `berth status`.
+    pub formats: BTreeMap<u32, usize>,
 }
 
 /// A directory of records, one JSON file per name, each written
@@ -264,9 +289,19 @@ impl<T: StoredRecord> Store<T> {
         self.dir.join(format!("{name}.json"))
     }
 
-    /// Writes `rec` atomically and durably.
+    /// Writes `rec` atomically and durably, in the current format (a
+    /// record read in an older format is upgraded on disk here).
     pub fn save(&self, rec: &T) -> Result<(), StateError> {
         failpoint!("state.save");
+        let stamped;
+        let rec = if rec.format_version() == RECORD_VERSION {
+            rec
+        } else {
+            let mut r = rec.clone();
+            r.set_format_version(RECORD_VERSION);
+            stamped = r;
+            &stamped
+        };
         let data = serde_json::to_vec_pretty(rec).map_err(|e| StateError::Encode {
             kind: T::KIND,
             name: rec.key().to_string(),
@@ -283,13 +318,15 @@ impl<T: StoredRecord> Store<T> {
             return Ok(None);
         }
         let fname = format!("{name}.json");
-        read_record::<T>(&path, &fname).map(Some).map_err(|b| {
-            StateError::Sys(SysError::io(
-                "read",
-                &b.path,
-                std::io::Error::other(b.reason),
-            ))
-        })
+        read_record::<T>(&path, &fname)
+            .map(|(r, _)| Some(r))
+            .map_err(|b| {
+                StateError::Sys(SysError::io(
+                    "read",
+                    &b.path,
+                    std::io::Error::other(b.reason),
+                ))
+            })
     }
 
     /// Removes the record of `name` durably.
@@ -304,6 +341,14 @@ impl<T: StoredRecord> Store<T> {
     /// Files are read and parsed on a few threads: with 10 000 volumes the
     /// start-up time is mostly this.
     pub fn load_all(&self) -> Result<(Vec<T>, Vec<BadRecord>), StateError>
+    where
+        T: Send,
+    {
+        self.load_counted().map(|l| (l.records, l.bad))
+    }
+
+    /// [`Self::load_all`], also counting the record formats found.
+    pub fn load_counted(&self) -> Result<Loaded<T>, StateError>
     where
         T: Send,
     {
@@ -327,7 +372,7 @@ impl<T: StoredRecord> Store<T> {
             .unwrap_or(1)
             .clamp(1, 4);
         let chunk = files.len().div_ceil(threads).max(1);
-        let results: Vec<Result<T, BadRecord>> = std::thread::scope(|s| {
+        let results: Vec<Result<(T, u32), BadRecord>> = std::thread::scope(|s| {
             let handles: Vec<_> = files
                 .chunks(chunk)
                 .map(|part| {
@@ -344,56 +389,64 @@ impl<T: StoredRecord> Store<T> {
                     h.join().unwrap_or_else(|_| {
                         vec![Err(BadRecord {
                             path: PathBuf::new(),
+                            format: None,
                             reason: "record reader thread panicked".into(),
                         })]
                     })
                 })
                 .collect()
         });
-        let mut good = Vec::with_capacity(results.len());
-        let mut bad = Vec::new();
+        let mut loaded = Loaded {
+            records: Vec::with_capacity(results.len()),
+            bad: Vec::new(),
+            formats: BTreeMap::new(),
+        };
         for r in results {
-            match r {
-                Ok(r) => good.push(r),
-                Err(b) => bad.push(b),
+            let format = match r {
+                Ok((r, format)) => {
+                    loaded.records.push(r);
+                    Some(format)
+                }
+                Err(b) => {
+                    let format = b.format;
+                    loaded.bad.push(b);
+                    format
+                }
+            };
+            if let Some(f) = format {
+                *loaded.formats.entry(f).or_insert(0) += 1;
             }
         }
-        good.sort_by(|a, b| a.key().cmp(b.key()));
-        Ok((good, bad))
+        loaded.records.sort_by(|a, b| a.key().cmp(b.key()));
+        Ok(loaded)
     }
 }
 
-fn read_record<T: StoredRecord>(path: &Path, fname: &str) -> Result<T, BadRecord> {
+/// Reads one record file, of any format this build reads; also returns
+/// the format the file had.
+fn read_record<T: StoredRecord>(path: &Path, fname: &str) -> Result<(T, u32), BadRecord> {
     let stem = fname.strip_suffix(".json").unwrap_or(fname);
-    fs::read(path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice::<T>(&b).map_err(|e| e.to_string()))
-        .and_then(|r| {
-            if r.key().as_str() != stem {
-                Err(format!(
-                    "record names {} {} but file is {fname}",
-                    T::KIND,
-                    r.key()
-                ))
-            } else if r.format_version() > RECORD_VERSION {
-                Err(format!(
-                    "record version {} is newer than this build ({RECORD_VERSION})",
-                    r.format_version()
-                ))
-            } else {
-                Ok(r)
-            }
-        })
-        .map_err(|reason| BadRecord {
-            path: path.to_path_buf(),
-            reason,
-        })
+    let bad = |format: Option<u32>, reason: String| BadRecord {
+        path: path.to_path_buf(),
+        format,
+        reason,
+    };
+    let bytes = fs::read(path).map_err(|e| bad(None, format!("{}: {e}", path.display())))?;
+    let (r, format) = format::decode::<T>(path, &bytes).map_err(|u| bad(u.format, u.reason))?;
+    if r.key().as_str() != stem {
+        return Err(bad(
+            Some(format),
+            format!("record names {} {} but file is {fname}", T::KIND, r.key()),
+        ));
+    }
+    Ok((r, format))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A Ready record of 1 GiB ext4, for tests here and in the service.
     pub(crate) fn sample(name: &str) -> VolumeRecord {
         VolumeRecord {
             version: RECORD_VERSION,

@@ -40,8 +40,11 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> SysResult<Output>
     // the image the tool was working on, and no orphan (a resize2fs, an
     // e2fsck) may go on writing it meanwhile. The thread that spawns the
     // tool waits for it, so the signal never comes early.
+    crate::step::enter(format!("run {}", truncate(&command_line, 200)));
+    let hidden = loop_mounts_to_hide(args);
     // SAFETY: the closure runs in the child between fork and exec and
-    // calls only async-signal-safe functions (prctl, getppid, _exit).
+    // calls only async-signal-safe functions (prctl, getppid, unshare,
+    // mount, umount2, _exit) on memory allocated before the fork.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -51,6 +54,7 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> SysResult<Output>
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
+            hide_mounts(&hidden);
             Ok(())
         });
     }
@@ -113,6 +117,71 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> SysResult<Output>
     }
 }
 
+/// Mount points of loop-device mounts the command does not name (nor
+/// reaches through).
+///
+/// Tools that check whether their target is mounted (mkfs.ext4,
+/// e2fsck, resize2fs: e2fsprogs' `ext2fs_check_if_mounted`) ask every
+/// loop device in the mount table for its backing file
+/// (`LOOP_GET_STATUS64`), and the kernel asks that file's filesystem: a
+/// loop device backed by a file on a hung FUSE helper (an rbd-fuse, a
+/// wedged image directory) would hang every such tool on the host. So
+/// each tool runs in a mount namespace of its own without the loop
+/// mounts it does not name; nothing changes in the host's namespace.
+fn loop_mounts_to_hide(args: &[&str]) -> Vec<std::ffi::CString> {
+    match super::mounts::MountTable::read() {
+        Ok(table) => to_hide(table.entries(), args),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn to_hide(entries: &[super::mounts::MountEntry], args: &[&str]) -> Vec<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    entries
+        .iter()
+        .filter(|m| m.source.starts_with("/dev/loop"))
+        // Kept: the mounts an argument names or lies under (an image in
+        // a pool that is itself a loop mount).
+        .filter(|m| {
+            !args
+                .iter()
+                .any(|a| *a == m.source || std::path::Path::new(a).starts_with(&m.target))
+        })
+        .filter_map(|m| std::ffi::CString::new(m.target.as_os_str().as_bytes()).ok())
+        .collect()
+}
+
+/// In the forked child: a private copy of the mount namespace (changes
+/// never propagate back), then lazy detach of `targets` in it. Best
+/// effort: without the privilege the tool runs in the host's namespace.
+fn hide_mounts(targets: &[std::ffi::CString]) {
+    if targets.is_empty() {
+        return;
+    }
+    // SAFETY: plain system calls on NUL-terminated strings that live
+    // until exec.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return;
+        }
+        let root = c"/";
+        let flags = libc::MS_REC | libc::MS_SLAVE;
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        ) != 0
+        {
+            return;
+        }
+        for t in targets {
+            libc::umount2(t.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -127,6 +196,27 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tools_see_only_the_loop_mounts_they_name_or_reach_through() {
+        use super::super::mounts::MountEntry;
+        let m = |src: &str, tgt: &str| MountEntry {
+            target: tgt.into(),
+            source: src.into(),
+            fs_type: "ext4".into(),
+        };
+        let entries = [
+            m("/dev/loop1", "/mnt/v1"),
+            m("/dev/loop2", "/srv/pool"),
+            m("/dev/loop3", "/mnt/v3"),
+            m("/dev/vda1", "/"),
+        ];
+        let hidden = to_hide(&entries, &["-F", "/srv/pool/images/v.img"]);
+        let shown: Vec<&str> = hidden.iter().map(|c| c.to_str().unwrap_or("")).collect();
+        assert_eq!(shown, ["/mnt/v1", "/mnt/v3"]);
+        let hidden = to_hide(&entries, &["/dev/loop3"]);
+        assert_eq!(hidden.len(), 2, "the named device stays");
+    }
 
     #[test]
     fn success_returns_stdout() {

@@ -12,6 +12,7 @@ use super::{cmd, SysError, SysResult};
 /// old or the new content, never a mix: temp file, fsync, rename, fsync of
 /// the directory.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> SysResult<()> {
+    crate::step::enter(format!("write {}", path.display()));
     failpoint!("fsutil.atomic_write");
     let dir = parent(path)?;
     let file_name = path
@@ -44,6 +45,7 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> SysResult<()> {
 
 /// Removes `path` (absent is fine) and makes the removal durable.
 pub fn remove_durable(path: &Path) -> SysResult<()> {
+    crate::step::enter(format!("remove {}", path.display()));
     failpoint!("fsutil.remove");
     match fs::remove_file(path) {
         Ok(()) => fsync_dir(parent(path)?),
@@ -73,6 +75,7 @@ fn parent(path: &Path) -> SysResult<&Path> {
 
 /// Creates a directory and its parents with `mode` (existing is fine).
 pub fn ensure_dir(path: &Path, mode: u32) -> SysResult<()> {
+    crate::step::enter(format!("create directory {}", path.display()));
     match fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(SysError::io(
@@ -97,6 +100,7 @@ pub fn ensure_dir(path: &Path, mode: u32) -> SysResult<()> {
 /// file has its content (mkfs syncs its writes), so a crash in between
 /// is cleaned up from the record.
 pub fn create_sparse(path: &Path, size: u64) -> SysResult<()> {
+    crate::step::enter(format!("create image {}", path.display()));
     failpoint!("fsutil.create_sparse");
     let f = OpenOptions::new()
         .write(true)
@@ -111,6 +115,7 @@ pub fn create_sparse(path: &Path, size: u64) -> SysResult<()> {
 /// Sets the length of an existing file (growing leaves a hole) and
 /// fsyncs it.
 pub fn set_file_len(path: &Path, len: u64) -> SysResult<()> {
+    crate::step::enter(format!("set the length of {}", path.display()));
     failpoint!("fsutil.set_file_len");
     let f = OpenOptions::new()
         .write(true)
@@ -123,6 +128,7 @@ pub fn set_file_len(path: &Path, len: u64) -> SysResult<()> {
 
 /// fsyncs a file's data and metadata.
 pub fn fsync_file(path: &Path) -> SysResult<()> {
+    crate::step::enter(format!("fsync {}", path.display()));
     failpoint!("fsutil.fsync_file");
     let f = File::open(path).map_err(|e| SysError::io("open", path, e))?;
     f.sync_all().map_err(|e| SysError::io("fsync", path, e))
@@ -130,6 +136,7 @@ pub fn fsync_file(path: &Path) -> SysResult<()> {
 
 /// Renames `from` to `to` (same directory) and fsyncs the directory.
 pub fn rename_durable(from: &Path, to: &Path) -> SysResult<()> {
+    crate::step::enter(format!("rename {} to {}", from.display(), to.display()));
     failpoint!("fsutil.rename");
     fs::rename(from, to).map_err(|e| SysError::io("rename", from, e))?;
     fsync_dir(parent(to)?)
@@ -148,6 +155,7 @@ pub struct Space {
 
 /// statvfs of the filesystem holding `path`.
 pub fn space(path: &Path) -> SysResult<Space> {
+    crate::step::enter(format!("statvfs {}", path.display()));
     let st =
         nix::sys::statvfs::statvfs(path).map_err(|e| SysError::io("statvfs", path, e.into()))?;
     let frsize = st.fragment_size();
@@ -163,6 +171,7 @@ pub fn space(path: &Path) -> SysResult<Space> {
 
 /// Bytes actually allocated on disk for a (sparse) file.
 pub fn allocated_bytes(path: &Path) -> SysResult<u64> {
+    crate::step::enter(format!("stat {}", path.display()));
     let m = fs::metadata(path).map_err(|e| SysError::io("stat", path, e))?;
     Ok(m.blocks().saturating_mul(512))
 }
@@ -194,6 +203,7 @@ pub fn probe_fs_type(dev: &Path, timeout: Duration) -> SysResult<Option<String>>
 /// directory is left as it is: its owner may have been changed on purpose
 /// by a container.
 pub fn ensure_owned_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> SysResult<bool> {
+    crate::step::enter(format!("prepare directory {}", dir.display()));
     failpoint!("fsutil.data_dir");
     if dir.is_dir() {
         return Ok(false);

@@ -107,6 +107,7 @@ fn open_rw(p: &Path) -> std::io::Result<File> {
 
 /// Attaches `image` to a free loop device.
 pub fn attach(image: &Path) -> SysResult<Attached> {
+    crate::step::enter(format!("attach {} to a loop device", image.display()));
     failpoint!("loopdev.attach");
     let backing = open_rw(image).map_err(|e| SysError::io("open image", image, e))?;
     let ctl = open_rw(Path::new("/dev/loop-control")).map_err(|e| SysError::Loop {
@@ -186,6 +187,7 @@ pub fn open(dev: &Path) -> SysResult<Attached> {
 
 /// Detaches `dev`; a device that is already free is fine.
 pub fn detach(dev: &Path) -> SysResult<()> {
+    crate::step::enter(format!("detach {}", dev.display()));
     failpoint!("loopdev.detach");
     match open_rw(dev) {
         Ok(f) => Attached {

@@ -3,6 +3,7 @@
 //! Everything here is blocking and must be called from a blocking thread
 //! (`tokio::task::spawn_blocking`), never from the async executor.
 
+pub mod blockfs;
 pub mod caps;
 #[cfg(feature = "ceph")]
 pub mod ceph;

@@ -10,6 +10,11 @@ use super::{SysError, SysResult};
 
 /// Mounts `source` (a block device) on `target`.
 pub fn mount(source: &Path, target: &Path, fs_type: &str, data: &str) -> SysResult<()> {
+    crate::step::enter(format!(
+        "mount {} on {}",
+        source.display(),
+        target.display()
+    ));
     failpoint!("mounts.mount");
     let data = if data.is_empty() { None } else { Some(data) };
     nix::mount::mount(
@@ -28,6 +33,7 @@ pub fn mount(source: &Path, target: &Path, fs_type: &str, data: &str) -> SysResu
 
 /// Unmounts `target`. Returns `false` when nothing was mounted there.
 pub fn unmount(target: &Path) -> SysResult<bool> {
+    crate::step::enter(format!("unmount {}", target.display()));
     failpoint!("mounts.unmount");
     match nix::mount::umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
         Ok(()) => Ok(true),
@@ -99,6 +105,11 @@ impl MountTable {
             .map(|(i, e)| (e.target.clone(), i))
             .collect();
         Ok(MountTable { entries, top })
+    }
+
+    /// Every mount, in mountinfo order.
+    pub fn entries(&self) -> &[MountEntry] {
+        &self.entries
     }
 
     /// The top-most mount on `target`, if any.

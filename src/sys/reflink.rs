@@ -101,6 +101,7 @@ fn open_mount_point(mount_point: &Path) -> SysResult<File> {
 /// data and metadata are written out and new writes block until the
 /// returned guard is dropped or thawed.
 pub fn freeze(mount_point: &Path) -> SysResult<Frozen> {
+    crate::step::enter(format!("freeze {}", mount_point.display()));
     failpoint!("reflink.freeze");
     let dir = open_mount_point(mount_point)?;
     let mut arg: libc::c_int = 0;
@@ -265,6 +266,7 @@ pub fn clone_or_copy(
     force_copy: bool,
     progress: &dyn Fn(u64, u64),
 ) -> SysResult<CopyMethod> {
+    crate::step::enter("copy the image");
     failpoint!("reflink.clone");
     let s = File::open(src).map_err(|e| SysError::io("open", src, e))?;
     let len = s

@@ -11,7 +11,7 @@
 //! ```ignore
 //! let Some(ceph) = CephCluster::start_or_skip("my_test") else { return };
 //! ceph.run(HOST_B, &["ceph", "fs", "subvolume", "create", "cephfs", "v1"]);
-//! let d = Daemon::start_in(Some(HOST_A), "", &services_toml, ceph.env());
+//! let d = Daemon::builder().netns(HOST_A).service_toml(&services_toml).envs(ceph.env()).start();
 //! // dropping `d`, then `ceph`, stops everything and checks nothing is left
 //! ```
 //!

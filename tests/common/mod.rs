@@ -5,6 +5,10 @@
 #![allow(dead_code)]
 
 pub mod ceph;
+pub mod hangfs;
+pub mod loopfs;
+pub mod probe;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -49,47 +53,101 @@ pub struct Daemon {
     pub netns: Option<String>,
     /// The service whose socket tells that berthd is up.
     pub ready_service: String,
+    /// The berthd executable (this build's unless
+    /// [`DaemonBuilder::binary`] named another, e.g. an older release).
+    pub bin: PathBuf,
 }
 
-impl Daemon {
-    /// Writes a config with `services` (TOML for `[services.*]` and any
-    /// other tables) and starts berthd.
-    pub fn start(extra_toml: &str) -> Daemon {
-        Self::start_with_env(extra_toml, Vec::new())
+/// How to start a [`Daemon`]: every integration test starts berthd
+/// through this, e.g.
+///
+/// ```ignore
+/// let d = Daemon::builder()
+///     .daemon_toml("command_timeout = \"2s\"\n")
+///     .service_toml("[services.fast]\ndriver = \"loop\"\n")
+///     .env("RUST_LOG", "warn")
+///     .start();
+/// ```
+///
+/// Without `service_toml` naming a `[services.*]` table, the config has
+/// one loop service, `berth`.
+#[must_use]
+#[derive(Default)]
+pub struct DaemonBuilder {
+    daemon_toml: String,
+    service_toml: String,
+    env: Vec<(String, String)>,
+    netns: Option<String>,
+    dir: Option<tempfile::TempDir>,
+    bin: Option<PathBuf>,
+}
+
+impl DaemonBuilder {
+    /// More `[daemon]` keys, one `key = value` per line.
+    pub fn daemon_toml(mut self, toml: &str) -> Self {
+        self.daemon_toml.push_str(toml);
+        self
     }
 
-    pub fn start_with_env(extra_toml: &str, env: Vec<(String, String)>) -> Daemon {
-        Self::start_full("", extra_toml, env)
+    /// `[services.*]` tables and any other tables of the config.
+    pub fn service_toml(mut self, toml: &str) -> Self {
+        self.service_toml.push_str(toml);
+        self
     }
 
-    /// Like [`Daemon::start_with_env`], with more `[daemon]` keys
-    /// (`daemon_extra`, one `key = value` per line).
-    pub fn start_full(daemon_extra: &str, extra_toml: &str, env: Vec<(String, String)>) -> Daemon {
-        Self::start_in(None, daemon_extra, extra_toml, env)
+    /// One environment variable of the berthd process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
-    /// Like [`Daemon::start_full`], inside network namespace `netns` when
-    /// given (a simulated host of [`ceph`]). Readiness is waited on the
-    /// `berth` service's socket when the config has one, else on the
-    /// first service's.
-    pub fn start_in(
-        netns: Option<&str>,
-        daemon_extra: &str,
-        extra_toml: &str,
-        env: Vec<(String, String)>,
-    ) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-test-")
-            .tempdir()
-            .expect("tempdir");
+    /// Several environment variables (e.g. a Ceph cluster's `env()`).
+    pub fn envs(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env.extend(vars);
+        self
+    }
+
+    /// Runs berthd inside network namespace `/run/netns/NAME` (a
+    /// simulated host of [`ceph`]), entered with `nsenter --net` only:
+    /// mounts stay in the host's mount namespace.
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_string());
+        self
+    }
+
+    /// Runs `bin` instead of this build's berthd (an older release, to
+    /// test upgrades); [`Daemon::bin`] can change it between starts.
+    pub fn binary(mut self, bin: &Path) -> Self {
+        self.bin = Some(bin.to_path_buf());
+        self
+    }
+
+    /// The directory berthd's config, state, sockets (`plugins/`), mounts
+    /// (`mnt/`) and log go to; a fresh one when not given. For tests that
+    /// prepare files there the config refers to.
+    pub fn dir(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// Writes the config and starts berthd; returns once the socket of
+    /// the `berth` service (when the config has one, else of the first
+    /// service) answers.
+    pub fn start(self) -> Daemon {
+        let dir = self.dir.unwrap_or_else(|| {
+            tempfile::Builder::new()
+                .prefix("berth-test-")
+                .tempdir()
+                .expect("tempdir")
+        });
         let config = dir.path().join("config.toml");
         let mut text = format!(
             "[daemon]\nplugins_dir = \"{p}/plugins\"\nstate_dir = \"{p}/state\"\nmount_dir = \"{p}/mnt\"\nlog_level = \"debug\"\n",
             p = dir.path().display()
         );
-        text.push_str(daemon_extra);
-        text.push_str(extra_toml);
-        if !extra_toml.contains("[services.") {
+        text.push_str(&self.daemon_toml);
+        text.push_str(&self.service_toml);
+        if !self.service_toml.contains("[services.") {
             text.push_str("\n[services.berth]\ndriver = \"loop\"\n");
         }
         let ready_service = if text.contains("[services.berth]") {
@@ -107,12 +165,65 @@ impl Daemon {
             dir,
             child: None,
             config,
-            extra_env: env,
-            netns: netns.map(str::to_string),
+            extra_env: self.env,
+            netns: self.netns,
             ready_service,
+            bin: self
+                .bin
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_berthd"))),
         };
         d.spawn();
         d
+    }
+}
+
+impl Daemon {
+    /// The one way tests start berthd: see [`DaemonBuilder`].
+    pub fn builder() -> DaemonBuilder {
+        DaemonBuilder::default()
+    }
+
+    /// Stops berthd (SIGTERM) and starts it again on the same config.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts one more berthd process on this daemon's config serving only
+    /// `service` (as the systemd template units run them); its log goes to
+    /// `<service>.log`. The caller stops it.
+    pub fn spawn_service(&self, service: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("{service}.log")))
+            .expect("log file");
+        self.command()
+            .args(["--service", service])
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd")
+    }
+
+    /// The berthd command line on this daemon's config, in its network
+    /// namespace, with its environment.
+    fn command(&self) -> Command {
+        let bin = self.bin.to_string_lossy();
+        let mut cmd = match &self.netns {
+            // nsenter execs berthd: the child's PID is berthd's.
+            Some(ns) => ceph::host_cmd(ns, &[bin.as_ref()]),
+            None => Command::new(&self.bin),
+        };
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
     }
 
     /// Starts the daemon process (its log appends to berthd.log).
@@ -122,22 +233,8 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("berthd.log"))
             .expect("log file");
-        let mut cmd = match &self.netns {
-            // nsenter execs berthd: the child's PID is berthd's.
-            Some(ns) => ceph::host_cmd(ns, &[env!("CARGO_BIN_EXE_berthd")]),
-            None => Command::new(env!("CARGO_BIN_EXE_berthd")),
-        };
-        cmd.arg("--config")
-            .arg(&self.config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in &self.extra_env {
-            cmd.env(k, v);
-        }
+        let mut cmd = self.command();
+        cmd.stderr(log);
         self.child = Some(cmd.spawn().expect("spawn berthd"));
     }
 
@@ -258,16 +355,32 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         // Best-effort clean-up so one failing test can't leak into others.
-        let mnt = self.mount_dir();
-        if let Ok(entries) = std::fs::read_dir(&mnt) {
-            for e in entries.flatten() {
-                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+        cleanup_under(self.dir.path());
+    }
+}
+
+/// Unmounts everything under `dir` (newest first) and detaches loop
+/// devices backed by files under it.
+pub fn cleanup_under(dir: &Path) {
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for _ in 0..3 {
+        let Ok(table) = berth::sys::mounts::MountTable::read() else {
+            break;
+        };
+        let mut targets: Vec<PathBuf> = table.under(&canon).map(|m| m.target.clone()).collect();
+        if targets.is_empty() {
+            break;
+        }
+        targets.reverse();
+        for t in targets {
+            if berth::sys::mounts::unmount(&t).is_err() {
+                let _ = nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH);
             }
         }
-        for (dev, backing) in berth::sys::loopdev::list_attached() {
-            if backing.starts_with(self.dir.path()) {
-                let _ = berth::sys::loopdev::detach(&dev);
-            }
+    }
+    for (dev, backing) in berth::sys::loopdev::list_attached() {
+        if backing.starts_with(&canon) {
+            let _ = berth::sys::loopdev::detach(&dev);
         }
     }
 }
@@ -351,6 +464,32 @@ impl Api {
 
     pub fn get(&self, name: &str) -> Value {
         self.ok("VolumeDriver.Get", serde_json::json!({"Name": name}))["Volume"].clone()
+    }
+
+    /// Create that must fail; returns the error message.
+    pub fn create_err(&self, name: &str, opts: &[(&str, &str)]) -> String {
+        let o: serde_json::Map<String, Value> = opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
+        self.err(
+            "VolumeDriver.Create",
+            serde_json::json!({"Name": name, "Opts": o}),
+        )
+    }
+
+    /// The volume's `Status` map.
+    pub fn status(&self, name: &str) -> Value {
+        self.get(name)["Status"].clone()
+    }
+
+    /// `Berth.SnapshotCreate`; returns the snapshot.
+    pub fn snapshot(&self, volume: &str, name: &str) -> Value {
+        self.ok(
+            "Berth.SnapshotCreate",
+            serde_json::json!({"Volume": volume, "Name": name}),
+        )["Snapshot"]
+            .clone()
     }
 
     pub fn list_names(&self) -> Vec<String> {

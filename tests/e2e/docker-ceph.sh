@@ -18,19 +18,8 @@ if [ "${BERTH_E2E_INNER:-}" != 1 ]; then
     exec unshare -m --propagation private "$0" "$@"
 fi
 
-PASS=0
-FAIL=0
-check() {
-    local what=$1
-    shift
-    if "$@" >>"$W/checks.log" 2>&1; then
-        echo "ok   - $what"
-        PASS=$((PASS + 1))
-    else
-        echo "FAIL - $what (see $W/checks.log)"
-        FAIL=$((FAIL + 1))
-    fi
-}
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 mkdir -p "$W/plugins" "$W/state" "$W/docker"
 mount --bind "$W/plugins" /run/docker/plugins
@@ -48,34 +37,11 @@ pool = "rbd"
 CFG
 SOCK=/run/docker/plugins/cephblock.sock
 
-BPID=
-DPID=
-cleanup() {
-    [ -n "${DPID}" ] && kill "$DPID" 2>/dev/null && for _ in $(seq 1 100); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-    [ -n "${BPID}" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null
-    for m in $(awk '{print $5}' /proc/self/mountinfo | grep "^$W/" | sort -r); do umount -l "$m" 2>/dev/null; done
-}
-trap cleanup EXIT
+trap e2e_cleanup EXIT
 
-start_berthd() {
-    "$BERTHD" --config "$W/config.toml" >>"$W/berthd.log" 2>&1 &
-    BPID=$!
-    for _ in $(seq 1 200); do
-        [ -S "$SOCK" ] && curl -s --unix-socket "$SOCK" -X POST http://p/Plugin.Activate >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    return 1
-}
-check "berthd starts with an rbd service" start_berthd
+check "berthd starts with an rbd service" start_berthd "$SOCK"
 
-echo '{}' >"$W/docker/daemon.json"
-dockerd --config-file "$W/docker/daemon.json" --data-root "$W/docker/root" --exec-root "$W/docker/exec" \
-    --pidfile "$W/docker/pid" -H "unix://$W/docker/docker.sock" --iptables=false --ip6tables=false \
-    --bridge=none --storage-driver=vfs >"$W/docker/log" 2>&1 &
-DPID=$!
-D() { docker -H "unix://$W/docker/docker.sock" "$@"; }
-for _ in $(seq 1 150); do D version >/dev/null 2>&1 && break; sleep 0.2; done
-check "private dockerd answers" D version
+check "private dockerd answers" start_dockerd --bridge=none
 
 mkdir -p "$W/rootfs/bin" "$W/rootfs/tmp"
 cp /bin/busybox "$W/rootfs/bin/busybox"

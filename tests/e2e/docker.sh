@@ -16,19 +16,8 @@ if [ "${BERTH_E2E_INNER:-}" != 1 ]; then
     exec unshare -m --propagation private "$0" "$@"
 fi
 
-PASS=0
-FAIL=0
-check() {
-    local what=$1
-    shift
-    if "$@" >>"$W/checks.log" 2>&1; then
-        echo "ok   - $what"
-        PASS=$((PASS + 1))
-    else
-        echo "FAIL - $what (see $W/checks.log)"
-        FAIL=$((FAIL + 1))
-    fi
-}
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 mkdir -p "$W/plugins" "$W/state" "$W/docker"
 mount --bind "$W/plugins" /run/docker/plugins
@@ -36,40 +25,19 @@ cat >"$W/config.toml" <<CFG
 [daemon]
 state_dir = "$W/state"
 mount_dir = "$W/state/volumes"
+# Volumes created without a size (docker run -v NEW:/path) get this one;
+# the built-in 16 GB would be refused on a host with less free disk.
+[volume.create.default]
+size = "1G"
 [services.berth]
 driver = "loop"
 CFG
 
-BPID=
-start_berthd() {
-    "$BERTHD" --config "$W/config.toml" >>"$W/berthd.log" 2>&1 &
-    BPID=$!
-    for _ in $(seq 1 200); do
-        [ -S /run/docker/plugins/berth.sock ] && curl -s --unix-socket /run/docker/plugins/berth.sock -X POST http://p/Plugin.Activate >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
-DPID=
-cleanup() {
-    [ -n "${DPID}" ] && kill "$DPID" 2>/dev/null && for _ in $(seq 1 100); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-    [ -n "${BPID}" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null
-    for m in $(awk '{print $5}' /proc/self/mountinfo | grep "^$W/" | sort -r); do umount -l "$m" 2>/dev/null; done
-    for l in $(losetup -nO NAME,BACK-FILE 2>/dev/null | awk -v w="$W/" 'index($2, w) == 1 {print $1}'); do losetup -d "$l"; done
-}
-trap cleanup EXIT
+trap e2e_cleanup EXIT
 
 check "berthd starts and binds the berth socket" start_berthd
 
-echo '{}' >"$W/docker/daemon.json"
-dockerd --config-file "$W/docker/daemon.json" --data-root "$W/docker/root" --exec-root "$W/docker/exec" \
-    --pidfile "$W/docker/pid" -H "unix://$W/docker/docker.sock" --iptables=false --ip6tables=false \
-    --bridge=none --storage-driver=vfs >"$W/docker/log" 2>&1 &
-DPID=$!
-D() { docker -H "unix://$W/docker/docker.sock" "$@"; }
-for _ in $(seq 1 150); do D version >/dev/null 2>&1 && break; sleep 0.2; done
-check "private dockerd answers" D version
+check "private dockerd answers" start_dockerd --bridge=none
 
 # A test image: busybox-static alone.
 mkdir -p "$W/rootfs/bin" "$W/rootfs/tmp"
@@ -110,6 +78,18 @@ check "docker volume ls lists both drivers' volumes" sh -c "docker -H unix://$W/
 check "docker volume rm vx" D volume rm vx
 check "docker run --volume-driver berth -v new1:/data creates the volume" D run --rm --network none --volume-driver berth -v new1:/data bbx:1 sh -c 'echo x > /data/x'
 check "docker volume rm new1" D volume rm new1
+
+# A refused docker command: the same text in the journal/log at WARNING.
+refused() {
+    local out
+    out=$(docker -H unix://$W/docker/docker.sock volume create -d berth --opt size=lots bad1 2>&1) && return 1
+    echo "docker said: $out"
+    # dockerd prints "... VolumeDriver.Create: <Berth's message>"
+    local msg=${out##*VolumeDriver.Create: }
+    grep -F "VolumeDriver.Create failed: $msg" "$W/berthd.log" | grep -q WARN
+}
+check "a refused docker volume create is logged once at WARNING with Docker's text" refused
+check "...exactly once" sh -c "[ \$(grep -c 'VolumeDriver.Create failed: volume bad1' $W/berthd.log) -eq 1 ]"
 
 check "no mount left" sh -c "! grep -q ' $W/state/volumes/' /proc/self/mountinfo"
 check "no loop device left" sh -c "! losetup -nO BACK-FILE | grep -q '$W/'"

@@ -2,12 +2,13 @@
 # shellcheck disable=SC2016 # commands for the machine expand there, not here
 # run.sh - Berth's package and units under real systemd.
 #
-# Builds the .deb (and a rebuilt one with a higher version), checks it
-# with lintian, boots a minimal Debian with systemd as PID 1
+# Builds the .deb (and a rebuilt one with a higher version, and once the
+# package of the commit that wrote tests/fixtures/v1), checks it with lintian, boots a minimal Debian with systemd as PID 1
 # (systemd-nspawn -b) in which a Docker engine runs, and checks install,
 # socket activation, sd-notify status, journald fields, adding a service,
 # crash recovery, reload, an idle daemon behind its socket, upgrade,
-# remove and purge. Prints one line per check and "N passed, N failed";
+# remove and purge, and an upgrade from the fixtures' release with a
+# container running. Prints one line per check and "N passed, N failed";
 # exits non-zero when a check failed.
 #
 # Run as root: tests/systemd/run.sh
@@ -16,7 +17,8 @@
 # target directory are cached in $BERTH_TEST_CACHE (/var/cache/berth-test).
 #
 # Environment: BERTH_TEST_CACHE, BERTH_TEST_TARGET_DIR (cargo target dir,
-# default $BERTH_TEST_CACHE/target), BERTH_TEST_KEEP=1 (leave the machine
+# default $BERTH_TEST_CACHE/target), BERTH_TEST_OLD_TARGET_DIR (the one of
+# the fixtures' release, default the same: its dependencies are reused), BERTH_TEST_KEEP=1 (leave the machine
 # running after the checks, for a look inside; stop it with the command
 # printed), plus those of box.sh.
 set -uo pipefail
@@ -93,7 +95,7 @@ cleanup() {
             # autoclear detached the loop devices under those mounts.
             local left
             left=$(grep -l "^$BOX_ROOT/" /sys/block/loop*/loop/backing_file 2>/dev/null)
-            check "9 machine halted, no loop device left on its images${left:+: $left}" test -z "$left"
+            check "10 machine halted, no loop device left on its images${left:+: $left}" test -z "$left"
         fi
         box_remove
         rm -rf --one-file-system "$WORK"
@@ -142,6 +144,32 @@ build_deb || die "0 rebuilt package berth_${V2}"
 ok "0 rebuilt package berth_${V2}"
 DEB2=$(ls "$DEBS"/berth_"${V2}"_*.deb 2>/dev/null)
 
+# The package of the commit that wrote tests/fixtures/v1 (section 9),
+# built once and kept in $CACHE/old-debs/COMMIT.
+OLD=$(sed -n 's/^State records written by berthd at commit \([0-9a-f]*\).*/\1/p' \
+    "$SRC/tests/fixtures/v1/loop/MANIFEST.md")
+OLD=$(git -C "$SRC" rev-parse -q --verify "${OLD:-none}^{commit}" 2>/dev/null)
+OLDDEBS="$CACHE/old-debs/$OLD"
+if [ -z "$OLD" ]; then
+    say "9 skipped: the fixtures' commit is not in this checkout"
+elif ! ls "$OLDDEBS"/berth_*.deb >/dev/null 2>&1; then
+    say "building the package of $OLD once (log: $WORK/build-old.log)"
+    OBUILD="$CACHE/build/old/berth"
+    rm -rf --one-file-system "$CACHE/build/old"
+    mkdir -p "$OBUILD"
+    git -C "$SRC" archive "$OLD" | tar -C "$OBUILD" -x
+    if (cd "$OBUILD" && CARGO_TARGET_DIR=${BERTH_TEST_OLD_TARGET_DIR:-$CARGO_TARGET_DIR} \
+        dpkg-buildpackage -b -us -uc) >"$WORK/build-old.log" 2>&1; then
+        mkdir -p "$OLDDEBS.tmp" && mv "$OBUILD"/../berth_*.deb "$OLDDEBS.tmp/" &&
+            rm -rf "$OLDDEBS" && mv "$OLDDEBS.tmp" "$OLDDEBS"
+    else
+        tail -n 40 "$WORK/build-old.log"
+    fi
+    rm -rf --one-file-system "$CACHE/build/old"
+fi
+DEBOLD=$(ls "$OLDDEBS"/berth_*.deb 2>/dev/null)
+[ -z "$OLD" ] || check "0 package of the fixtures' commit ${OLD:0:7}: ${DEBOLD:-none}" test -n "$DEBOLD"
+
 LINTIAN="$WORK/lintian.txt"
 lintian --fail-on error "$DEB1" >"$LINTIAN" 2>&1
 LRC=$?
@@ -160,6 +188,9 @@ box_boot "berth-test-${WORK##*.}" "$WORK" --private-network --capability=all \
     --system-call-filter='@keyring bpf' || die "boot"
 say "booted"
 cp "$DEB1" "$DEB2" "$BOX_ROOT/root/"
+if [ -n "$DEBOLD" ]; then
+    mkdir -p "$BOX_ROOT/root/old" && cp "$DEBOLD" "$BOX_ROOT/root/old/"
+fi
 # No udev in the machine: make the loop device nodes the kernel will hand
 # out (LOOP_CTL_GET_FREE numbers), on the host's numbering.
 shift_bits=0
@@ -192,21 +223,49 @@ say "ready"
 # 1. apt-get install ./berth_*.deb: the socket listens, the daemon does not run.
 ########################################################################
 DEBNAME1=$(basename "$DEB1")
+# A host without the group docker (Docker installed later, or never):
+# berth@.socket's SocketGroup=docker needs it, the package makes it.
+X groupdel docker >/dev/null 2>&1
 X sh -c "cd /root && apt-get install -y -q ./$DEBNAME1" >"$WORK/install.log" 2>&1
 check "1 apt-get install ./$DEBNAME1" test $? = 0 || tail -n 20 "$WORK/install.log"
+check "1 the package made the missing group docker" X getent group docker
 out=$(X systemd-analyze verify /lib/systemd/system/berth@berth.socket /lib/systemd/system/berth@berth.service 2>&1)
 check "1 systemd-analyze verify berth@.socket berth@.service: no output${out:+ ($out)}" test -z "$out"
 check "1 berth@berth.socket enabled and listening" \
     X sh -c 'systemctl is-enabled -q berth@berth.socket && systemctl is-active -q berth@berth.socket'
-check "1 /run/docker/plugins/berth.sock is a socket, mode 0660" \
-    X sh -c 'test -S /run/docker/plugins/berth.sock && test "$(stat -c %a /run/docker/plugins/berth.sock)" = 660'
+check "1 /run/docker/plugins/berth.sock is a socket, mode 0660, group docker" \
+    X sh -c 'test -S /run/docker/plugins/berth.sock && test "$(stat -c %a:%G /run/docker/plugins/berth.sock)" = 660:docker'
 check "1 berthd not running (berth@berth.service inactive, no process)" \
     X sh -c 'test "$(systemctl show -P ActiveState berth@berth.service)" = inactive && ! grep -qsx berthd /proc/[0-9]*/comm'
-check "1 tmpfiles.d: /var/lib/berth (0711) and /run/berth exist" \
-    X sh -c 'test "$(stat -c %a /var/lib/berth)" = 711 && test -d /run/berth'
+check "1 tmpfiles.d: /var/lib/berth (0711) and /run/berth exist, /run/docker and its plugins are 0711" \
+    X sh -c 'test "$(stat -c %a /var/lib/berth)" = 711 && test -d /run/berth &&
+             test "$(stat -c %a /run/docker):$(stat -c %a /run/docker/plugins)" = 711:711'
 check "1 socket and daemon ordered before docker.service" \
     X sh -c 'systemctl show -P Before berth@berth.socket | grep -qw docker.service &&
              systemctl show -P Before berth@berth.service | grep -qw docker.service'
+
+# Another group with a drop-in, as docs/systemd.md says; then back.
+X sh -c 'groupadd -f ops && mkdir -p /etc/systemd/system/berth@.socket.d &&
+    printf "[Socket]\nSocketGroup=ops\nSocketMode=0600\n" >/etc/systemd/system/berth@.socket.d/access.conf &&
+    systemctl daemon-reload && systemctl restart berth@berth.socket'
+check "1 a drop-in with SocketGroup=ops SocketMode=0600 applies" \
+    X sh -c 'test "$(stat -c %a:%G /run/docker/plugins/berth.sock)" = 600:ops'
+X sh -c 'rm -r /etc/systemd/system/berth@.socket.d && systemctl daemon-reload && systemctl restart berth@berth.socket'
+check "1 without it: group docker, mode 0660 again" \
+    X sh -c 'test "$(stat -c %a:%G /run/docker/plugins/berth.sock)" = 660:docker'
+check "1 manual pages of berth's subcommands and of berth.toml(5), shell completions" \
+    X sh -c 'test -f /usr/share/man/man1/berth-volume-create.1.gz && test -f /usr/share/man/man5/berth.toml.5.gz &&
+        test -f /usr/share/bash-completion/completions/berth && test -f /usr/share/fish/vendor_completions.d/berth.fish'
+# Every relative link between the shipped docs resolves on the host.
+check "1 /usr/share/doc/berth: every doc, every relative link between them resolves" \
+    X sh -c 'cd /usr/share/doc/berth && test -f docs/ceph.md && bad=0 &&
+        for f in README.md docs/*.md; do
+            for l in $(grep -o "](\([^):#]*\.md\)" "$f" | sed "s/^](//"); do
+                test -f "$(dirname "$f")/$l" || { echo "$f: $l"; bad=1; }
+            done
+        done; test $bad = 0'
+check "1 berth-metrics.timer installed, not enabled" \
+    X sh -c 'test -f /lib/systemd/system/berth-metrics.timer && ! systemctl -q is-enabled berth-metrics.timer'
 
 ########################################################################
 # 2. Docker activates the daemon; a container writes to a volume.
@@ -227,6 +286,14 @@ mounted_src() { X findmnt -n -o SOURCE --mountpoint "/var/lib/berth/volumes/$1" 
 V1SRC=$(mounted_src v1)
 check "2 v1 mounted at /var/lib/berth/volumes/v1 (${V1SRC:-not mounted}) while keeper runs" \
     test -n "$V1SRC"
+
+# Members of the group docker use the plugin and the berth command;
+# other users are refused by the socket's mode.
+X sh -c 'useradd -M -G docker alice 2>/dev/null; useradd -M bob 2>/dev/null; true'
+check "2 alice (group docker) runs berth volume ls" \
+    X sh -c 'runuser -u alice -- berth --socket /run/docker/plugins/berth.sock volume ls | grep -qw v1'
+check "2 bob (not in the group) is refused" \
+    X sh -c '! runuser -u bob -- berth --socket /run/docker/plugins/berth.sock volume ls >/dev/null 2>&1'
 
 ########################################################################
 # 3. sd-notify status and journald fields.
@@ -391,5 +458,50 @@ X sh -c "rm -rf --one-file-system /var/lib/berth && cd /root && apt-get install 
     apt-get purge -y -q berth" >"$WORK/purge2.log" 2>&1
 state_gone() { grep -q 'removing /var/lib/berth' "$WORK/purge2.log" && X test ! -e /var/lib/berth; }
 check "8 install and purge without volumes: /var/lib/berth removed, said so" state_gone
+
+########################################################################
+# 9. Upgrade from the release that wrote tests/fixtures/v1, a container
+#    running on a Berth volume (docs/upgrading.md).
+########################################################################
+if [ -n "$DEBOLD" ]; then
+    U0=$(date +%s%N)
+    X sh -c "cd /root/old && apt-get install -y -q ./$(basename "$DEBOLD")" >"$WORK/install-old.log" 2>&1
+    check "9 apt-get install the package of ${OLD:0:7}" test $? = 0 || tail -n 20 "$WORK/install-old.log"
+    check "9 docker volume create -d berth --opt size=1 u1 (old berthd)" \
+        quiet D volume create -d berth --opt size=1 u1
+    D "${RUN[@]:1}" -d --name keeper3 -v u1:/data berth-test:1 \
+        sh -c 'echo before-upgrade > /data/u && sync && sleep 100000' >/dev/null
+    u1_written() { [ "$(D exec keeper3 cat /data/u 2>/dev/null)" = before-upgrade ]; }
+    wait_for 10 u1_written
+    U1SRC=$(mounted_src u1)
+    check "9 keeper3 wrote to u1, mounted from ${U1SRC:-nothing}" test -n "$U1SRC"
+    count_is() { X berth --json volume inspect u1 | grep -Eq "\"mountCount\": *$1([^0-9]|\$)"; }
+    check "9 u1's mount count is 1 under the old berthd" count_is 1
+    PID=$(X systemctl show -P MainPID berth@berth.service)
+    INODE=$(X stat -c %i /run/docker/plugins/berth.sock)
+    T=$(date +%s%N)
+    X sh -c "cd /root && apt-get install -y -q ./$DEBNAME2" >"$WORK/upgrade-old.log" 2>&1
+    check "9 apt-get install ./$DEBNAME2 (upgrade from ${OLD:0:7}, $((($(date +%s%N) - T) / 1000000)) ms)" \
+        test $? = 0 || tail -n 20 "$WORK/upgrade-old.log"
+    check "9 berth@berth.service restarted on the new binary (was pid $PID)" \
+        newpid berth@berth.service "$PID"
+    check "9 same socket (inode $INODE)" test "$(X stat -c %i /run/docker/plugins/berth.sock)" = "$INODE"
+    u1_alive() {
+        [ "$(mounted_src u1)" = "$U1SRC" ] && u1_written &&
+            D exec keeper3 sh -c 'echo after-upgrade > /data/v && sync' &&
+            [ "$(D exec keeper3 cat /data/v)" = after-upgrade ]
+    }
+    check "9 keeper3 keeps its data and writes on, u1 still mounted from $U1SRC" u1_alive
+    check "9 u1's mount count is still 1 under the new berthd" count_is 1
+    formats=$(X berth status | sed -n 's/^berth: record formats //p')
+    check "9 berth status: record formats ${formats:-none}" test "$formats" = "1 (1)"
+    logged D stop keeper3
+    u1_released() { [ -z "$(mounted_src u1)" ] && count_is 0; }
+    check "9 docker stop keeper3: the new berthd unmounts u1, count 0" u1_released
+    D rm -f keeper3 >/dev/null
+    check "9 docker volume rm u1" quiet D volume rm u1
+    X sh -c "apt-get purge -y -q berth && rm -rf --one-file-system /var/lib/berth" >>"$WORK/purge.log" 2>&1
+    say "9 upgrade from ${OLD:0:7} with a running container: $((($(date +%s%N) - U0) / 1000000)) ms"
+fi
 
 [ "$FAIL" = 0 ]

@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::{
-    decode, encode, encode_snapshot, remove_dir_quietly, scan, snapshots_in, Backend, META_KEY,
-    SNAP_META_PREFIX,
-};
+use super::index::Index;
+use super::scan::CephfsScan;
+use super::{encode, encode_snapshot, remove_dir_quietly, Backend, META_KEY, SNAP_META_PREFIX};
 use crate::driver::{CreateHow, CreateSource, Driver, DriverError, DriverResult, Progress};
-use crate::state::{MountRecord, SnapshotRecord, VolumeRecord};
-use crate::sys::ceph::{self as sysceph, CephError, CephFs};
+use crate::state::{CopyMethod, Facts, MountRecord, SnapshotRecord, VolumeRecord};
+use crate::sys::ceph::{self as sysceph, CephFs};
 use crate::sys::{fsutil, mounts::MountTable};
 use crate::volume::VolumeName;
 
@@ -32,6 +31,8 @@ pub struct CephfsDriver {
     b: Arc<Backend>,
     fs: String,
     group: String,
+    /// The service's catalog index.
+    index: Arc<Index>,
 }
 
 impl CephfsDriver {
@@ -39,12 +40,46 @@ impl CephfsDriver {
     pub fn new(b: Backend, fs: String, group: String) -> Self {
         let b = Arc::new(b);
         b.warm_up();
-        CephfsDriver { b, fs, group }
+        let index = Index::new(
+            b.clone(),
+            Arc::new(CephfsScan {
+                b: b.clone(),
+                fs: fs.clone(),
+                group: group.clone(),
+            }),
+        );
+        CephfsDriver {
+            b,
+            fs,
+            group,
+            index,
+        }
     }
 
     fn subvolumes(&self, volume: &str) -> DriverResult<CephFs> {
         let c = self.b.cluster(volume)?;
         Ok(CephFs::new(c, &self.fs, &self.group))
+    }
+
+    /// Removes subvolume `name` (absent is fine), with what an
+    /// interrupted clone from it left.
+    fn remove_subvolume(&self, fs: &CephFs, name: &str) -> DriverResult<()> {
+        let mut removed = fs.remove(name, false);
+        if matches!(&removed, Err(e) if e.errno() == Some(libc::ENOTEMPTY))
+            && self.remove_clone_leftovers(fs, name)
+        {
+            removed = fs.remove(name, false);
+        }
+        match removed {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            Err(e) if e.errno() == Some(libc::ENOTEMPTY) => Err(DriverError::Conflict {
+                volume: name.to_string(),
+                reason: "its subvolume holds snapshots; remove them first (berth snapshot rm)"
+                    .into(),
+            }),
+            Err(e) => Err(self.b.fail(name, "remove subvolume", e)),
+        }
     }
 
     /// Waits for a clone to finish, reporting progress.
@@ -110,27 +145,11 @@ impl CephfsDriver {
         any
     }
 
-    /// The record stored with subvolume `n` (none: not Berth's).
-    fn stored(&self, fs: &CephFs, n: &str) -> Result<Vec<VolumeRecord>, CephError> {
-        Ok(fs
-            .metadata_get(n, META_KEY)?
-            .and_then(|text| decode(&self.fs, &format!("subvolume {n}"), &text))
-            .into_iter()
-            .collect())
-    }
-
-    /// The service's subvolumes (none while its group does not exist).
-    fn names(&self, fs: &CephFs) -> DriverResult<Vec<String>> {
-        match fs.list() {
-            Ok(n) => Ok(n),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(Vec::new()),
-            Err(e) => Err(self.b.fail("(catalog)", "list subvolumes", e)),
-        }
-    }
-
+    /// Stores the record in the subvolume's metadata, then in the index.
     fn save_meta(&self, fs: &CephFs, rec: &VolumeRecord) -> DriverResult<()> {
         fs.metadata_set(rec.name.as_str(), META_KEY, &encode(rec))
-            .map_err(|e| self.b.fail(rec.name.as_str(), "store volume metadata", e))
+            .map_err(|e| self.b.fail(rec.name.as_str(), "store volume metadata", e))?;
+        self.index.put_volume(rec)
     }
 }
 
@@ -191,8 +210,7 @@ impl Driver for CephfsDriver {
                     undo(&fs);
                     return Err(e);
                 }
-                rec.driver_data
-                    .insert("copyMethod".into(), "subvolume clone".into());
+                rec.set_copy_method(CopyMethod::SubvolumeClone);
             }
             Some(CreateSource::Volume(v)) => {
                 let src = v.name.as_str();
@@ -210,8 +228,7 @@ impl Driver for CephfsDriver {
                     undo(&fs);
                     return Err(e);
                 }
-                rec.driver_data
-                    .insert("copyMethod".into(), "subvolume clone".into());
+                rec.set_copy_method(CopyMethod::SubvolumeClone);
             }
         }
         if how.source.is_some() {
@@ -233,22 +250,7 @@ impl Driver for CephfsDriver {
     fn remove(&self, rec: &VolumeRecord) -> DriverResult<()> {
         let name = rec.name.as_str();
         let fs = self.subvolumes(name)?;
-        let mut removed = fs.remove(name, false);
-        if matches!(&removed, Err(e) if e.errno() == Some(libc::ENOTEMPTY))
-            && self.remove_clone_leftovers(&fs, name)
-        {
-            removed = fs.remove(name, false);
-        }
-        match removed {
-            Ok(()) => Ok(()),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
-            Err(e) if e.errno() == Some(libc::ENOTEMPTY) => Err(DriverError::Conflict {
-                volume: name.to_string(),
-                reason: "its subvolume holds snapshots; remove them first (berth snapshot rm)"
-                    .into(),
-            }),
-            Err(e) => Err(self.b.fail(name, "remove subvolume", e)),
-        }
+        super::remove_unindexed(&self.index, rec, || self.remove_subvolume(&fs, name))
     }
 
     fn mount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<MountRecord> {
@@ -289,7 +291,7 @@ impl Driver for CephfsDriver {
     }
 
     fn unmount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<()> {
-        sysceph::fuse_unmount(target, self.b.config().timeout)
+        sysceph::ceph_fuse_detach(target, self.b.config().timeout)
             .map_err(|e| self.b.fail(rec.name.as_str(), "unmount ceph-fuse", e))?;
         remove_dir_quietly(target);
         Ok(())
@@ -315,20 +317,15 @@ impl Driver for CephfsDriver {
     }
 
     fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
-        let fs = self.subvolumes("(catalog)")?;
-        scan(&self.b, self.names(&fs)?, |n| self.stored(&fs, n))
+        self.index.volumes()
     }
 
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
-        let fs = self.subvolumes(name.as_str())?;
-        Ok(scan(&self.b, vec![name.to_string()], |n| self.stored(&fs, n))?.pop())
+        self.index.volume(name.as_str())
     }
 
     fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
-        let fs = self.subvolumes("(catalog)")?;
-        scan(&self.b, self.names(&fs)?, |n| {
-            Ok(snapshots_in(&self.fs, n, &fs.metadata_list(n)?))
-        })
+        self.index.snapshots()
     }
 
     fn health(&self) -> Option<String> {
@@ -369,6 +366,11 @@ impl Driver for CephfsDriver {
                 .b
                 .fail(snap.name.as_str(), "store snapshot metadata", e));
         }
+        super::unindex(
+            &self.index.put_snapshot(snap),
+            &self.index,
+            snap.name.as_str(),
+        );
         progress.set(rec.size, rec.size);
         Ok(())
     }
@@ -380,22 +382,13 @@ impl Driver for CephfsDriver {
             .cloned()
             .unwrap_or_else(|| snap.volume.to_string());
         let fs = self.subvolumes(snap.name.as_str())?;
-        match fs.snapshot_remove(&sub, snap.name.as_str(), false) {
-            Ok(()) => {}
-            Err(e) if e.errno() == Some(libc::ENOENT) => {}
-            Err(e) => {
-                return Err(self
-                    .b
-                    .fail(snap.name.as_str(), "remove subvolume snapshot", e))
-            }
-        }
-        match fs.metadata_remove(&sub, &format!("{SNAP_META_PREFIX}{}", snap.name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(self
-                .b
-                .fail(snap.name.as_str(), "remove snapshot metadata", e)),
-        }
+        let name = snap.name.as_str();
+        super::gone_ok(fs.snapshot_remove(&sub, name, false))
+            .map_err(|e| self.b.fail(name, "remove subvolume snapshot", e))?;
+        super::gone_ok(fs.metadata_remove(&sub, &format!("{SNAP_META_PREFIX}{name}")))
+            .map_err(|e| self.b.fail(name, "remove snapshot metadata", e))?;
+        super::unindex(&self.index.drop_snapshot(snap), &self.index, name);
+        Ok(())
     }
 
     fn resize(&self, rec: &VolumeRecord, new_size: u64) -> DriverResult<()> {

@@ -13,7 +13,9 @@
 //! reason, and `STATUS=` shows it.
 
 pub mod cephfs;
+pub mod index;
 pub mod rbd;
+pub mod scan;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -36,7 +38,8 @@ pub const SNAP_META_PREFIX: &str = "berth.snapshot.";
 /// How long a fenced client stays blocklisted. A blocklisted rbd-fuse's
 /// writes hang (they do not fail) and would land when the entry expires,
 /// so it is long, and the fenced host also kills that rbd-fuse as soon as
-/// it sees its lock gone (`rbd::LOCK_CHECK`) or unmounts.
+/// its hold check (the service's sampler, `Driver::check_hold`) sees
+/// its lock gone or its client blocklisted, or when it unmounts.
 pub const FENCE_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Builds the driver of Ceph service `name`.
@@ -200,10 +203,18 @@ pub fn encode(rec: &VolumeRecord) -> String {
     serde_json::to_string(&shown).unwrap_or_default()
 }
 
-/// Parses a record stored by [`encode`]; `None` (logged) if unreadable.
+/// Parses a record stored by [`encode`]; `None` (logged) if unreadable
+/// or of a newer format than this berthd reads ([`index::check_format`]).
 pub fn decode(service: &str, what: &str, text: &str) -> Option<VolumeRecord> {
-    match serde_json::from_str::<VolumeRecord>(text) {
-        Ok(r) => Some(r),
+    let parsed = serde_json::from_str::<serde_json::Value>(text).and_then(|v| {
+        if let Err(refused) = index::check_format(&format!("{what}: Berth metadata"), &v) {
+            tracing::error!(service, "{refused}; not listed");
+            return Ok(None);
+        }
+        serde_json::from_value::<VolumeRecord>(v).map(Some)
+    });
+    match parsed {
+        Ok(r) => r,
         Err(e) => {
             warn!(
                 service,
@@ -230,7 +241,15 @@ pub fn snapshots_in(
     meta.iter()
         .filter_map(|(k, v)| {
             let name = k.strip_prefix(SNAP_META_PREFIX)?;
-            match serde_json::from_str::<SnapshotRecord>(v) {
+            let parsed = serde_json::from_str::<serde_json::Value>(v).and_then(|v| {
+                let what = format!("snapshot {name} of {volume}: Berth metadata");
+                if let Err(refused) = index::check_format(&what, &v) {
+                    tracing::error!(service, "{refused}; not listed");
+                    return Ok(None);
+                }
+                serde_json::from_value::<SnapshotRecord>(v).map(Some)
+            });
+            match parsed.transpose()? {
                 Ok(r) => Some(r),
                 Err(e) => {
                     warn!(
@@ -265,7 +284,44 @@ pub(crate) fn scan<T>(
     Ok(out)
 }
 
+/// A removal in Ceph where "already gone" (ENOENT) is success: what an
+/// interrupted or repeated remove finds.
+pub(crate) fn gone_ok(r: Result<(), CephError>) -> Result<(), CephError> {
+    match r {
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
 /// Removes an empty directory, ignoring errors (mount points).
 pub(crate) fn remove_dir_quietly(p: &Path) {
     let _ = std::fs::remove_dir(p);
+}
+
+/// Removes a volume's storage with its catalog key dropped first, so the
+/// index never names a volume whose storage is gone: a crash between the
+/// two leaves storage without a key, which a Get of the name (it falls
+/// back to the volume's own metadata) or the next repair finds again.
+/// When the removal fails, the key is put back.
+pub(crate) fn remove_unindexed(
+    index: &index::Index,
+    rec: &VolumeRecord,
+    remove: impl FnOnce() -> Result<(), DriverError>,
+) -> Result<(), DriverError> {
+    index.drop_volume(rec)?;
+    let removed = remove();
+    if removed.is_err() {
+        unindex(&index.put_volume(rec), index, rec.name.as_str());
+    }
+    removed
+}
+
+/// After a change that is done in Ceph (a volume or snapshot made or
+/// gone): an index update that failed is logged and a repair asked for,
+/// which brings the index in line with the volumes.
+pub(crate) fn unindex(r: &Result<(), DriverError>, index: &index::Index, name: &str) {
+    if let Err(e) = r {
+        warn!(volume = %name, "catalog index not updated ({e}); a full scan will correct it");
+        index.ask_repair();
+    }
 }

@@ -7,8 +7,10 @@
 //! advisory lock with cookie `berth:<host>`. Mounting a volume another
 //! host holds fails with that host's name, unless `mount.preempt` is set:
 //! then every client that has the image open (its watchers: the other
-//! host's rbd-fuse) is blocklisted first — fenced, it can never write
-//! again — and the lock is broken and taken.
+//! host's rbd-fuse) is blocklisted first and Berth waits until every
+//! placement group of the pool has the OSD map epoch carrying the entry — fenced, it can never write
+//! again — then the lock is broken and taken, and only then is this
+//! host's rbd-fuse started (docs/ceph.md, "The hand-over sequence").
 //!
 //! Snapshots are RBD snapshots; clones are RBD clones flattened at once,
 //! so no volume depends on another's snapshot.
@@ -18,19 +20,24 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+use super::index::Index;
+use super::scan::RbdScan;
 use super::{
-    decode, encode, encode_snapshot, remove_dir_quietly, scan, snapshots_in, Backend,
-    FENCE_DURATION, META_KEY, SNAP_META_PREFIX,
+    encode, encode_snapshot, remove_dir_quietly, Backend, FENCE_DURATION, META_KEY,
+    SNAP_META_PREFIX,
 };
 use crate::driver::{
-    fsops, CreateHow, CreateSource, Driver, DriverError, DriverResult, MountHow, Progress,
+    fsops, CreateHow, CreateSource, Driver, DriverError, DriverResult, MountHow, Progress, TakeOver,
 };
-use crate::state::{MountRecord, SnapshotRecord, VolumeRecord};
-use crate::sys::ceph::{self as sysceph, CephError, RbdPool};
-use crate::sys::{fsutil, loopdev, mounts, mounts::MountTable, reflink};
-use crate::volume::{FsType, VolumeName};
+use crate::state::{CopyMethod, Facts, MountRecord, SnapshotRecord, VolumeRecord};
+use crate::sys::ceph::{self as sysceph, RbdPool};
+use crate::sys::{blockfs, fsutil, loopdev, mounts, mounts::MountTable};
+use crate::volume::VolumeName;
+
+mod format;
+mod hold;
 
 /// How volumes are attached on this host (shown by inspect).
 pub const ATTACH_METHOD: &str = "rbd-fuse+loop";
@@ -43,88 +50,44 @@ pub struct RbdDriver {
     /// rbd-fuse mounts: `<fuse_root>/<volume>/<volume>` is the image file.
     fuse_root: PathBuf,
     timeout: Duration,
-    /// Volumes mounted on this host: the lock watch checks that this host
-    /// still holds them.
+    /// Volumes mounted on this host.
     held: Arc<Mutex<BTreeSet<String>>>,
+    /// What the sampler's hold checks learnt of them ([`hold`]).
+    holds: hold::Holds,
     /// Volumes between taking the lock and being mounted; held while a
     /// start-up release of stale locks looks at a name, so it can never
     /// break a lock a mount just took.
     attaching: Arc<Mutex<BTreeSet<String>>>,
+    /// The service's catalog index.
+    index: Arc<Index>,
 }
 
 /// How long start-up (and a new attach) waits for a leftover rbd-fuse
 /// and its loop devices to go.
 const LEFTOVER_WAIT: Duration = Duration::from_secs(5);
 
-/// How often a host checks that it still holds the locks of the volumes
-/// it has mounted.
-pub const LOCK_CHECK: Duration = Duration::from_secs(5);
-
 impl RbdDriver {
     /// A driver for images in `pool`.
     pub fn new(b: Backend, pool: String, fuse_root: PathBuf, timeout: Duration) -> Self {
         let b = Arc::new(b);
         b.warm_up();
-        let d = RbdDriver {
+        let index = Index::new(
+            b.clone(),
+            Arc::new(RbdScan {
+                b: b.clone(),
+                pool: pool.clone(),
+            }),
+        );
+        RbdDriver {
             b,
+            index,
             pool,
             fuse_root,
             timeout,
             held: Arc::default(),
+            holds: hold::Holds::default(),
             attaching: Arc::default(),
-        };
-        d.watch_locks();
-        d
-    }
-
-    /// Starts the lock watch: a volume mounted here whose lock another
-    /// host took (preemption) has its rbd-fuse killed at once. The other
-    /// host blocklisted it already; killing it makes sure its pending
-    /// writes can never land, even after the blocklisting ends.
-    fn watch_locks(&self) {
-        let held = Arc::downgrade(&self.held);
-        let b = self.b.clone();
-        let pool = self.pool.clone();
-        let root = self.fuse_root.clone();
-        let cookie = self.cookie();
-        let timeout = self.timeout;
-        let _ = std::thread::Builder::new()
-            .name("rbd-lock-watch".into())
-            .spawn(move || loop {
-                std::thread::sleep(LOCK_CHECK);
-                let Some(held) = held.upgrade() else {
-                    return;
-                };
-                let names: Vec<String> = lock(&held).iter().cloned().collect();
-                if names.is_empty() {
-                    continue;
-                }
-                let Ok(cluster) = b.cluster("(lock watch)") else {
-                    continue;
-                };
-                let Ok(p) = cluster.rbd(&pool) else {
-                    continue;
-                };
-                for name in names {
-                    let Ok(lockers) = p.lockers(&name) else {
-                        continue;
-                    };
-                    if lockers.iter().any(|l| l.cookie == cookie) {
-                        continue;
-                    }
-                    // Still ours to watch? (An unmount may have run.)
-                    if !lock(&held).remove(&name) {
-                        continue;
-                    }
-                    let by = lockers
-                        .first()
-                        .map(|l| l.cookie.trim_start_matches("berth:").to_string())
-                        .unwrap_or_else(|| "another host".into());
-                    let killed = sysceph::kill_helpers(&root.join(&name), timeout);
-                    error!(volume = %name, taken_by = %by, helpers = ?killed,
-                        "volume was taken over by host {by}: this host's access is cut (rbd-fuse stopped); unmount it here");
-                }
-            });
+        }
     }
 
     /// Whether another host took this host's lock on `name` (it was
@@ -247,6 +210,11 @@ impl RbdDriver {
                     ),
                 });
             }
+            // The hand-over: fence (blocklist, then wait until every
+            // placement group has the epoch carrying it), break the lock,
+            // take ours; only
+            // then does attach start this host's rbd-fuse, whose first
+            // write the OSDs order after everything the old owner got in.
             let fenced = self.fence(pool, name)?;
             pool.break_lock(name, &l.client, &l.cookie)
                 .map_err(|e| fail("break the other host's lock", e))?;
@@ -257,18 +225,24 @@ impl RbdDriver {
             .map_err(|e| fail("lock image", e))
     }
 
-    /// Blocklists every client that has the image open (another host's
-    /// rbd-fuse) so it can never write again. Returns their addresses.
+    /// Fences every client that has the image open (another host's
+    /// rbd-fuse): blocklists it and waits until every placement group of
+    /// the pool works with the OSD map epoch carrying the entry
+    /// ([`RbdPool::fence`]). From then on the OSDs refuse its writes; any
+    /// it got in earlier are ordered before the first write this host's
+    /// rbd-fuse (started later) sends. Returns their addresses.
     fn fence(&self, pool: &RbdPool, name: &str) -> DriverResult<Vec<String>> {
-        let cluster = self.b.cluster(name)?;
         let watchers = pool
             .watchers(name)
             .map_err(|e| self.b.fail(name, "list the image's clients", e))?;
         let mut fenced = Vec::new();
         for w in watchers {
-            cluster
-                .blocklist_add(&w.addr, FENCE_DURATION)
-                .map_err(|e| self.b.fail(name, "blocklist the other host's client", e))?;
+            let t = Instant::now();
+            let epoch = pool
+                .fence(&w.addr, FENCE_DURATION)
+                .map_err(|e| self.b.fail(name, "fence the other host's client", e))?;
+            info!(volume = %name, client = %w.addr, epoch, took = ?t.elapsed(),
+                "client blocklisted; every placement group of the pool has the OSD map epoch that carries it");
             fenced.push(w.addr);
         }
         Ok(fenced)
@@ -354,38 +328,25 @@ impl RbdDriver {
                 return Err(e);
             }
         };
+        // The lock goes whatever happens; a failed conceal is the
+        // rollback failure.
         let undo_expose = || {
-            if let Err(e) = self.conceal(name, self.timeout) {
-                warn!(volume = %name, "rollback: {e}");
-            }
+            let hidden = self.conceal(name, self.timeout);
             undo_lock();
+            hidden
         };
-        if let Err(e) = fsutil::ensure_dir(target, 0o755) {
-            undo_expose();
-            return Err(DriverError::sys(&rec.name, "create mount point", e));
-        }
-        let attached = match loopdev::attach(&file) {
-            Ok(a) => a,
+        let device = match blockfs::attach_and_mount(&file, target, rec.fs_type, 0o755) {
+            Ok(d) => d,
             Err(e) => {
-                remove_dir_quietly(target);
-                undo_expose();
-                return Err(DriverError::sys(&rec.name, "attach loop device", e));
+                let cause = DriverError::mount_failed(&rec.name, e);
+                return Err(cause.undone(undo_expose()));
             }
         };
-        let data = match rec.fs_type {
-            FsType::Xfs => "nouuid",
-            _ => "",
-        };
-        if let Err(e) = mounts::mount(attached.path(), target, rec.fs_type.as_str(), data) {
-            let _ = attached.detach();
-            remove_dir_quietly(target);
-            undo_expose();
-            return Err(DriverError::sys(&rec.name, "mount", e));
-        }
         lock(&self.held).insert(name.to_string());
+        self.holds.forget(name);
         info!(volume = %name, host = %self.b.host(), via = ATTACH_METHOD, "image attached and locked by this host");
         Ok(MountRecord {
-            device: attached.path().to_path_buf(),
+            device,
             target: target.to_path_buf(),
         })
     }
@@ -398,8 +359,9 @@ impl RbdDriver {
         let attached = MountTable::read()
             .map(|t| t.at(target).is_some())
             .unwrap_or(true);
+        let known = self.holds.forget(name);
         let lost = self.lost_lock(name, attached);
-        if lost {
+        if lost || known.is_some() {
             // Fenced: its rbd-fuse hangs on writes that must never land.
             let killed = sysceph::kill_helpers(&self.fuse_dir(name), self.timeout);
             if !killed.is_empty() {
@@ -421,27 +383,17 @@ impl RbdDriver {
         Ok(())
     }
 
-    /// The record stored with image `img` (none: not a Berth volume).
-    fn stored(&self, pool: &RbdPool, img: &str) -> Result<Vec<VolumeRecord>, CephError> {
-        Ok(pool
-            .meta_get(img, META_KEY)?
-            .and_then(|text| decode(&self.pool, &format!("image {img}"), &text))
-            .into_iter()
-            .collect())
-    }
-
-    /// Every image of the pool.
-    fn images(&self, pool: &RbdPool) -> DriverResult<Vec<String>> {
-        pool.list()
-            .map_err(|e| self.b.fail("(catalog)", "list images", e))
-    }
-
+    /// Stores the record in the image's metadata, then in the index.
     fn save_meta(&self, pool: &RbdPool, rec: &VolumeRecord) -> DriverResult<()> {
         pool.meta_set(rec.name.as_str(), META_KEY, &encode(rec))
-            .map_err(|e| self.b.fail(rec.name.as_str(), "store volume metadata", e))
+            .map_err(|e| self.b.fail(rec.name.as_str(), "store volume metadata", e))?;
+        self.index.put_volume(rec)
     }
 
-    fn format(&self, rec: &VolumeRecord) -> DriverResult<()> {
+    /// Makes the filesystem on a new image through rbd-fuse: what
+    /// [`RbdDriver::format`] falls back to when the local scratch file
+    /// cannot be made.
+    fn format_through_fuse(&self, rec: &VolumeRecord) -> DriverResult<()> {
         let name = rec.name.as_str();
         let file = self.expose(name)?;
         let made = fsops::mkfs(rec.fs_type, &file, self.timeout)
@@ -466,13 +418,65 @@ impl RbdDriver {
             p.set(0, 1);
         }
         if let Err(e) = pool.flatten(dst) {
-            let _ = pool.remove(dst);
-            return Err(self.b.fail(dst, "flatten clone", e));
+            let cause = self.b.fail(dst, "flatten clone", e);
+            return Err(cause.undone(self.remove_image(pool, dst)));
         }
         if let Some(p) = progress {
             p.set(1, 1);
         }
         Ok(())
+    }
+
+    /// Removes image `name` (absent is fine); one still open by clients
+    /// without a lock (left by a crash) is fenced first.
+    fn remove_locked_out(&self, pool: &RbdPool, name: &str) -> DriverResult<()> {
+        match pool.remove(name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            Err(e) if e.errno() == Some(libc::EBUSY) => {
+                // Still open by a client that holds no lock (checked above):
+                // what a killed berthd or rbd-fuse of this host left behind,
+                // whose watch would linger for 30 s. Fence it and retry.
+                let fenced = self.fence(pool, name)?;
+                warn!(volume = %name, fenced = %fenced.join(", "),
+                    "image still open by clients without a lock (left by a crash); blocklisted them to remove it");
+                match pool.remove(name) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+                    Err(e) => Err(self.b.fail(name, "remove image", e)),
+                }
+            }
+            Err(e) => Err(self.b.fail(name, "remove image", e)),
+        }
+    }
+
+    /// Undoes the creation of image `name` (absent is fine).
+    fn remove_image(&self, pool: &RbdPool, name: &str) -> DriverResult<()> {
+        match pool.remove(name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(self.b.fail(name, "remove image", e)),
+        }
+    }
+
+    /// Undoes snapshot `snap` of `image` made by this call: unprotects
+    /// it when it was `protected` here, then removes it (absent is fine).
+    fn drop_snapshot(
+        &self,
+        pool: &RbdPool,
+        image: &str,
+        snap: &str,
+        protected: bool,
+    ) -> DriverResult<()> {
+        if protected {
+            pool.snap_unprotect(image, snap)
+                .map_err(|e| self.b.fail(snap, "unprotect RBD snapshot", e))?;
+        }
+        match pool.snap_remove(image, snap) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(self.b.fail(snap, "remove RBD snapshot", e)),
+        }
     }
 }
 
@@ -506,9 +510,8 @@ impl Driver for RbdDriver {
                         self.b.fail(&name, "create image", e)
                     }
                 })?;
-                if let Err(e) = self.format(rec) {
-                    let _ = pool.remove(&name);
-                    return Err(e);
+                if let Err(e) = self.format(&pool, rec) {
+                    return Err(e.undone(self.remove_image(&pool, &name)));
                 }
             }
             Some(CreateSource::Snapshot(s)) => {
@@ -518,42 +521,47 @@ impl Driver for RbdDriver {
                     .cloned()
                     .unwrap_or_else(|| s.volume.to_string());
                 self.copy_from_snapshot(&pool, &name, &image, s.name.as_str(), how.progress)?;
-                rec.driver_data
-                    .insert("copyMethod".into(), "rbd clone".into());
+                rec.set_copy_method(CopyMethod::RbdClone);
             }
             Some(CreateSource::Volume(v)) => {
                 let src = v.name.as_str();
                 let tmp = format!("berth-clone-{}", rec.id);
-                let frozen = match &v.mounted {
-                    Some(m) if m.target.exists() => Some(
-                        reflink::freeze(&m.target)
-                            .map_err(|e| DriverError::sys(&v.name, "freeze filesystem", e))?,
-                    ),
-                    _ => None,
-                };
-                let snapped = pool.snap_create(src, &tmp);
-                if let Some(f) = frozen {
-                    f.thaw()
-                        .map_err(|e| DriverError::sys(&v.name, "thaw filesystem", e))?;
-                }
-                snapped.map_err(|e| self.b.fail(src, "snapshot for clone", e))?;
-                let made = pool
+                let freeze_at = v
+                    .mounted
+                    .as_ref()
+                    .map(|m| m.target.as_path())
+                    .filter(|t| t.exists());
+                blockfs::frozen_copy(
+                    freeze_at,
+                    || {
+                        pool.snap_create(src, &tmp)
+                            .map_err(|e| self.b.fail(src, "snapshot for clone", e))
+                    },
+                    |()| self.drop_snapshot(&pool, src, &tmp, false),
+                )
+                .map_err(|e| DriverError::frozen_copy_failed(&v.name, e))?;
+                let protected = pool
                     .snap_protect(src, &tmp)
-                    .map_err(|e| self.b.fail(src, "protect snapshot", e))
+                    .map_err(|e| self.b.fail(src, "protect snapshot", e));
+                let was_protected = protected.is_ok();
+                let made = protected
                     .and_then(|_| self.copy_from_snapshot(&pool, &name, src, &tmp, how.progress));
-                let _ = pool.snap_unprotect(src, &tmp);
-                if let Err(e) = pool.snap_remove(src, &tmp) {
-                    warn!(volume = %src, "could not remove temporary snapshot {tmp}: {e}");
+                let dropped = self.drop_snapshot(&pool, src, &tmp, was_protected);
+                match (made, dropped) {
+                    (Err(cause), dropped) => return Err(cause.undone(dropped)),
+                    // The clone stands on its own; the temporary snapshot
+                    // goes with its volume at the latest (remove).
+                    (Ok(()), Err(e)) => {
+                        warn!(volume = %src, "could not remove temporary snapshot {tmp}: {e}")
+                    }
+                    (Ok(()), Ok(())) => {}
                 }
-                made?;
-                rec.driver_data
-                    .insert("copyMethod".into(), "rbd clone".into());
+                rec.set_copy_method(CopyMethod::RbdClone);
             }
         }
         rec.driver_data.insert("pool".into(), self.pool.clone());
         if let Err(e) = self.save_meta(&pool, rec) {
-            let _ = pool.remove(&name);
-            return Err(e);
+            return Err(e.undone(self.remove_image(&pool, &name)));
         }
         Ok(())
     }
@@ -611,24 +619,7 @@ impl Driver for RbdDriver {
             Err(e) => return Err(self.b.fail(name, "list snapshots", e)),
         }
         self.release(name);
-        match pool.remove(name) {
-            Ok(()) => Ok(()),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
-            Err(e) if e.errno() == Some(libc::EBUSY) => {
-                // Still open by a client that holds no lock (checked above):
-                // what a killed berthd or rbd-fuse of this host left behind,
-                // whose watch would linger for 30 s. Fence it and retry.
-                let fenced = self.fence(&pool, name)?;
-                warn!(volume = %name, fenced = %fenced.join(", "),
-                    "image still open by clients without a lock (left by a crash); blocklisted them to remove it");
-                match pool.remove(name) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
-                    Err(e) => Err(self.b.fail(name, "remove image", e)),
-                }
-            }
-            Err(e) => Err(self.b.fail(name, "remove image", e)),
-        }
+        super::remove_unindexed(&self.index, rec, || self.remove_locked_out(&pool, name))
     }
 
     fn mount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<MountRecord> {
@@ -691,6 +682,11 @@ impl Driver for RbdDriver {
             if in_use.contains(n.as_str()) {
                 continue;
             }
+            if n.starts_with(".mkfs-") {
+                // The scratch file of a create a crash interrupted.
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
             if table.at(&e.path()).is_some() {
                 // Start-up must not wait long: a loop device stuck on a
                 // dead helper is reported, and retried at the next mount.
@@ -714,26 +710,23 @@ impl Driver for RbdDriver {
     }
 
     fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
-        let pool = self.pool("(catalog)")?;
-        let images = self.images(&pool)?;
-        scan(&self.b, images, |img| self.stored(&pool, img))
+        self.index.volumes()
     }
 
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
-        let pool = self.pool(name.as_str())?;
-        Ok(scan(&self.b, vec![name.to_string()], |n| self.stored(&pool, n))?.pop())
+        self.index.volume(name.as_str())
     }
 
     fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
-        let pool = self.pool("(catalog)")?;
-        let images = self.images(&pool)?;
-        scan(&self.b, images, |img| {
-            Ok(snapshots_in(&self.pool, img, &pool.meta_list(img)?))
-        })
+        self.index.snapshots()
     }
 
     fn health(&self) -> Option<String> {
         self.b.problem()
+    }
+
+    fn check_hold(&self, rec: &VolumeRecord) -> DriverResult<Option<TakeOver>> {
+        self.check_hold_of(rec.name.as_str())
     }
 
     fn inspect_fields(&self, _rec: &VolumeRecord) -> BTreeMap<String, String> {
@@ -753,33 +746,33 @@ impl Driver for RbdDriver {
     ) -> DriverResult<()> {
         let name = rec.name.as_str();
         let pool = self.pool(name)?;
-        let frozen = match &rec.mounted {
-            Some(m) if m.target.exists() => Some(
-                reflink::freeze(&m.target)
-                    .map_err(|e| DriverError::sys(&rec.name, "freeze filesystem", e))?,
-            ),
-            _ => None,
-        };
-        let made = pool.snap_create(name, snap.name.as_str());
-        if let Some(f) = frozen {
-            f.thaw()
-                .map_err(|e| DriverError::sys(&rec.name, "thaw filesystem", e))?;
-        }
-        made.map_err(|e| self.b.fail(snap.name.as_str(), "create RBD snapshot", e))?;
-        if let Err(e) = pool.snap_protect(name, snap.name.as_str()) {
-            let _ = pool.snap_remove(name, snap.name.as_str());
-            return Err(self.b.fail(snap.name.as_str(), "protect RBD snapshot", e));
+        let sname = snap.name.as_str();
+        let freeze_at = rec
+            .mounted
+            .as_ref()
+            .map(|m| m.target.as_path())
+            .filter(|t| t.exists());
+        blockfs::frozen_copy(
+            freeze_at,
+            || {
+                pool.snap_create(name, sname)
+                    .map_err(|e| self.b.fail(sname, "create RBD snapshot", e))
+            },
+            |()| self.drop_snapshot(&pool, name, sname, false),
+        )
+        .map_err(|e| DriverError::frozen_copy_failed(&rec.name, e))?;
+        if let Err(e) = pool.snap_protect(name, sname) {
+            let cause = self.b.fail(sname, "protect RBD snapshot", e);
+            return Err(cause.undone(self.drop_snapshot(&pool, name, sname, false)));
         }
         snap.driver_data.insert("image".into(), name.to_string());
         snap.driver_data.insert("pool".into(), self.pool.clone());
         let key = format!("{SNAP_META_PREFIX}{}", snap.name);
         if let Err(e) = pool.meta_set(name, &key, &encode_snapshot(snap)) {
-            let _ = pool.snap_unprotect(name, snap.name.as_str());
-            let _ = pool.snap_remove(name, snap.name.as_str());
-            return Err(self
-                .b
-                .fail(snap.name.as_str(), "store snapshot metadata", e));
+            let cause = self.b.fail(sname, "store snapshot metadata", e);
+            return Err(cause.undone(self.drop_snapshot(&pool, name, sname, true)));
         }
+        super::unindex(&self.index.put_snapshot(snap), &self.index, sname);
         progress.set(rec.size, rec.size);
         Ok(())
     }
@@ -792,18 +785,13 @@ impl Driver for RbdDriver {
             .unwrap_or_else(|| snap.volume.to_string());
         let pool = self.pool(snap.name.as_str())?;
         let _ = pool.snap_unprotect(&image, snap.name.as_str());
-        match pool.snap_remove(&image, snap.name.as_str()) {
-            Ok(()) => {}
-            Err(e) if e.errno() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(self.b.fail(snap.name.as_str(), "remove RBD snapshot", e)),
-        }
-        match pool.meta_remove(&image, &format!("{SNAP_META_PREFIX}{}", snap.name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(self
-                .b
-                .fail(snap.name.as_str(), "remove snapshot metadata", e)),
-        }
+        let name = snap.name.as_str();
+        super::gone_ok(pool.snap_remove(&image, name))
+            .map_err(|e| self.b.fail(name, "remove RBD snapshot", e))?;
+        super::gone_ok(pool.meta_remove(&image, &format!("{SNAP_META_PREFIX}{name}")))
+            .map_err(|e| self.b.fail(name, "remove snapshot metadata", e))?;
+        super::unindex(&self.index.drop_snapshot(snap), &self.index, name);
+        Ok(())
     }
 
     fn resize(&self, rec: &VolumeRecord, new_size: u64) -> DriverResult<()> {
@@ -823,7 +811,7 @@ impl Driver for RbdDriver {
             let file = self.expose(name)?;
             let scratch = self.fuse_root.join(format!(".grow-{name}"));
             let fs = fsops::grow_offline(rec.fs_type, &file, &scratch, self.timeout)
-                .map_err(|e| DriverError::sys(&rec.name, e.step, e.source));
+                .map_err(|e| e.into_driver(&rec.name));
             let hidden = self.conceal(name, self.timeout);
             fs?;
             hidden?;

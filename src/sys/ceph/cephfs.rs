@@ -196,6 +196,22 @@ impl CephFs {
         Ok(())
     }
 
+    /// The filesystem's metadata pool (`fs ls`, a mon command).
+    pub fn metadata_pool(&self) -> Result<String> {
+        let prefix = "fs ls";
+        let out = self.cluster.mon_command(&json!({ "prefix": prefix }))?;
+        let all: Vec<Value> = self.parse(prefix, "", &out)?;
+        all.iter()
+            .find(|f| f.get("name").and_then(Value::as_str) == Some(self.fs.as_str()))
+            .and_then(|f| f.get("metadata_pool").and_then(Value::as_str))
+            .map(str::to_string)
+            .ok_or_else(|| CephError::Reply {
+                op: prefix.into(),
+                object: self.fs.clone(),
+                detail: "no such filesystem, or it has no metadata pool".into(),
+            })
+    }
+
     /// Names of the group's subvolumes.
     pub fn list(&self) -> Result<Vec<String>> {
         let prefix = "fs subvolume ls";

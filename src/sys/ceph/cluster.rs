@@ -3,12 +3,12 @@
 use std::ffi::CStr;
 use std::ptr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ceph::rados::{
     rados_buffer_free, rados_conf_read_file, rados_conf_set, rados_connect, rados_create,
-    rados_get_instance_id, rados_ioctx_create, rados_ioctx_t, rados_mon_command, rados_pool_lookup,
-    rados_shutdown, rados_t, rados_wait_for_latest_osdmap,
+    rados_get_instance_id, rados_ioctx_create, rados_ioctx_t, rados_mon_command, rados_pg_command,
+    rados_pool_lookup, rados_shutdown, rados_t, rados_wait_for_latest_osdmap,
 };
 use serde_json::Value;
 
@@ -41,9 +41,11 @@ impl Drop for Handle {
 
 /// Which daemon a command goes to.
 #[derive(Clone, Copy)]
-enum Target {
+enum Target<'a> {
     Mon,
     Mgr,
+    /// The primary OSD of a placement group (`2.1f`).
+    Pg(&'a std::ffi::CStr),
 }
 
 /// A failed command: errno (positive) and Ceph's status string.
@@ -212,7 +214,7 @@ impl Cluster {
 
     fn command(
         &self,
-        target: Target,
+        target: Target<'_>,
         cmd: &Value,
         input: &[u8],
     ) -> std::result::Result<Vec<u8>, CommandFailure> {
@@ -258,6 +260,18 @@ impl Cluster {
                     &mut outs,
                     &mut outslen,
                 ),
+                Target::Pg(pgid) => rados_pg_command(
+                    self.inner.raw,
+                    pgid.as_ptr(),
+                    argv.as_mut_ptr(),
+                    1,
+                    input.as_ptr().cast(),
+                    input.len(),
+                    &mut outbuf,
+                    &mut outlen,
+                    &mut outs,
+                    &mut outslen,
+                ),
             }
         };
         // SAFETY: librados set (ptr, len) pairs for its own allocations, or
@@ -276,10 +290,15 @@ impl Cluster {
 
     /// Blocklists a client address (`ip:0/nonce`, as in
     /// [`super::Watcher::addr`] or [`super::Locker::address`]) for `expire`
-    /// (0 = Ceph's default, one hour): the OSDs refuse every further
-    /// operation from it. Returns once this client has the OSD map that
-    /// contains the entry.
-    pub fn blocklist_add(&self, addr: &str, expire: Duration) -> Result<()> {
+    /// (0 = Ceph's default, one hour). Returns the OSD map epoch E that
+    /// carries the entry (the cluster's epoch once the monitors answered,
+    /// so at least the entry's), once this client has map E: its own
+    /// operations from here on carry E.
+    ///
+    /// The blocklisting is **not yet in effect** on the OSDs then: see
+    /// [`Cluster::pg_epoch_barrier`] and [`RbdPool::fence`], which does
+    /// both.
+    pub fn blocklist_add(&self, addr: &str, expire: Duration) -> Result<u64> {
         let mut cmd = serde_json::json!({
             "prefix": "osd blocklist",
             "blocklistop": "add",
@@ -295,6 +314,7 @@ impl Cluster {
                 errno: f.errno,
                 status: f.status,
             })?;
+        let (epoch, _) = self.osd_dump_pool(None)?;
         // SAFETY: connected handle.
         let ret = unsafe { rados_wait_for_latest_osdmap(self.inner.raw) };
         check(
@@ -302,7 +322,120 @@ impl Cluster {
             || addr.to_string(),
             ret.into(),
         )?;
-        Ok(())
+        Ok(epoch)
+    }
+
+    /// The cluster's OSD map epoch and, for `pool`, its placement groups
+    /// (`<pool id>.<hex>`).
+    fn osd_dump_pool(&self, pool: Option<&str>) -> Result<(u64, Vec<String>)> {
+        let cmd = serde_json::json!({"prefix": "osd dump"});
+        let out = self.mon_command(&cmd)?;
+        let bad = |detail: String| CephError::Reply {
+            op: "osd dump".into(),
+            object: pool.unwrap_or("osdmap").to_string(),
+            detail,
+        };
+        let v: Value = serde_json::from_slice(&out).map_err(|e| bad(e.to_string()))?;
+        let epoch = v
+            .get("epoch")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("no epoch".into()))?;
+        let Some(pool) = pool else {
+            return Ok((epoch, Vec::new()));
+        };
+        let p = v
+            .get("pools")
+            .and_then(Value::as_array)
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.get("pool_name").and_then(Value::as_str) == Some(pool))
+            })
+            .ok_or_else(|| bad("no such pool".into()))?;
+        let (Some(id), Some(pg_num)) = (
+            p.get("pool").and_then(Value::as_u64),
+            p.get("pg_num").and_then(Value::as_u64),
+        ) else {
+            return Err(bad("pool without id or pg_num".into()));
+        };
+        Ok((epoch, (0..pg_num).map(|i| format!("{id}.{i:x}")).collect()))
+    }
+
+    /// The placement groups of `pool` (`<pool id>.<hex>`).
+    pub fn pool_pgs(&self, pool: &str) -> Result<Vec<String>> {
+        Ok(self.osd_dump_pool(Some(pool))?.1)
+    }
+
+    /// The OSD map epoch placement group `pgid` (`2.1f`) works with on
+    /// its primary OSD (`pg <pgid> query`).
+    pub fn pg_epoch(&self, pgid: &str) -> Result<u64> {
+        let id = cstr("pg query", pgid, pgid)?;
+        let cmd = serde_json::json!({"prefix": "query", "pgid": pgid});
+        let out = self
+            .command(Target::Pg(&id), &cmd, &[])
+            .map_err(|f| CephError::Command {
+                op: "pg query".into(),
+                object: pgid.to_string(),
+                errno: f.errno,
+                status: f.status,
+            })?;
+        let v: Value = serde_json::from_slice(&out).map_err(|e| CephError::Reply {
+            op: "pg query".into(),
+            object: pgid.to_string(),
+            detail: e.to_string(),
+        })?;
+        v.get("epoch")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| CephError::Reply {
+                op: "pg query".into(),
+                object: pgid.to_string(),
+                detail: "no epoch".into(),
+            })
+    }
+
+    /// The epoch barrier: waits until every placement group of `pool`
+    /// works with OSD map `epoch` or a later one, within this
+    /// connection's timeout (`ETIMEDOUT` otherwise). An OSD checks the
+    /// blocklist against the map of the placement group an operation goes
+    /// to, and placement groups take up a new map after their OSD has it:
+    /// the OSD's own newest epoch is not enough. After this, an operation
+    /// of a client blocklisted in `epoch` that reaches any of the pool's
+    /// placement groups is refused.
+    pub fn pg_epoch_barrier(&self, pool: &str, epoch: u64) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        let (_, mut waiting) = self.osd_dump_pool(Some(pool))?;
+        let mut pause = Duration::from_millis(2);
+        let mut last_error = None;
+        loop {
+            let mut behind = Vec::new();
+            for pg in waiting {
+                match self.pg_epoch(&pg) {
+                    Ok(e) if e >= epoch => {}
+                    Ok(_) => behind.push(pg),
+                    // A placement group moving between OSDs; asked again.
+                    Err(e) => {
+                        last_error = Some(e.to_string());
+                        behind.push(pg);
+                    }
+                }
+            }
+            waiting = behind;
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(CephError::Command {
+                    op: format!("wait until every placement group has osdmap epoch {epoch}"),
+                    object: format!("{pool}: {}", waiting.join(", ")),
+                    errno: libc::ETIMEDOUT,
+                    status: match last_error {
+                        Some(e) => format!("still behind after {:?} ({e})", self.timeout),
+                        None => format!("still behind after {:?}", self.timeout),
+                    },
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// Whether a pool of that name exists.
@@ -315,6 +448,12 @@ impl Cluster {
             r if r == -i64::from(libc::ENOENT) => Ok(false),
             r => Err(CephError::from_ret("pool lookup", pool, r)),
         }
+    }
+
+    /// The raw handle, for I/O contexts made elsewhere in this module
+    /// (they hold a clone of this [`Cluster`], which keeps it alive).
+    pub(crate) fn raw(&self) -> rados_t {
+        self.inner.raw
     }
 
     /// Opens an I/O context on an RBD pool.

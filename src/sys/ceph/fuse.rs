@@ -24,6 +24,9 @@ use crate::sys::mounts::{self, MountTable};
 /// How often mount and unmount progress is polled.
 const POLL: Duration = Duration::from_millis(10);
 
+/// How long an unmount retries while the mount is busy.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
 /// Mounts `path_in_fs` of CephFS filesystem `fs` on `target` with
 /// `ceph-fuse` (e.g. a subvolume's [`super::CephFs::getpath`]).
 ///
@@ -109,15 +112,26 @@ pub fn rbd_fuse_mount(cfg: &CephConfig, pool: &str, image: &str, dir: &Path) -> 
 /// `target`, as [`ceph_fuse_mount`] and [`rbd_fuse_mount`] start them. A
 /// mount whose helper died is just unmounted.
 pub fn fuse_unmount(target: &Path, timeout: Duration) -> Result<()> {
+    match detach(target)? {
+        Some((target, helpers)) => wait_exit(&target, &helpers, timeout),
+        None => Ok(()),
+    }
+}
+
+/// Unmounts the FUSE mount on `target` (as [`fuse_unmount`]) without
+/// waiting for its helper: returns the canonical target and the PIDs of
+/// the helpers that served it; `None` when nothing was mounted there.
+pub(super) fn detach(target: &Path) -> Result<Option<(PathBuf, Vec<i32>)>> {
     const OP: &str = "unmount";
+    crate::step::enter(format!("resolve {}", target.display()));
     let target = match fs::canonicalize(target) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(OP, target, "resolve", &e)),
     };
     let table = MountTable::read().map_err(|e| sys_error(OP, &target, e))?;
     match table.at(&target) {
-        None => return Ok(()),
+        None => return Ok(None),
         Some(m) if !m.fs_type.starts_with("fuse.") => {
             return Err(CephError::Fuse {
                 op: OP,
@@ -129,14 +143,34 @@ pub fn fuse_unmount(target: &Path, timeout: Duration) -> Result<()> {
         Some(_) => {}
     }
     let helpers = helpers_serving(&target);
-    mounts::unmount(&target).map_err(|e| sys_error(OP, &target, e))?;
+    // A statvfs or lookup that was waiting on a stopped helper holds the
+    // mount for a moment after the helper resumes: retry EBUSY briefly.
+    let busy_until = Instant::now() + BUSY_RETRY;
+    loop {
+        match mounts::unmount(&target) {
+            Err(e) if e.errno() == Some(libc::EBUSY) && Instant::now() < busy_until => {
+                std::thread::sleep(POLL)
+            }
+            Err(e) => return Err(sys_error(OP, &target, e)),
+            Ok(_) => return Ok(Some((target, helpers))),
+        }
+    }
+}
+
+/// Waits (at most `timeout` in all) until the `helpers` that served
+/// `target` have exited.
+pub(super) fn wait_exit(target: &Path, helpers: &[i32], timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    for pid in helpers {
+    for &pid in helpers {
+        crate::step::enter(format!(
+            "wait for the FUSE helper (pid {pid}) of {} to exit",
+            target.display()
+        ));
         while alive(pid) {
             if Instant::now() >= deadline {
                 return Err(CephError::Fuse {
-                    op: OP,
-                    target,
+                    op: "unmount",
+                    target: target.to_path_buf(),
                     detail: format!(
                         "unmounted, but its FUSE helper (pid {pid}) still runs after {:?}",
                         timeout
@@ -210,6 +244,7 @@ fn run_helper(
         detail: format!("cannot create a log file for {program}: {e}"),
         errno: e.raw_os_error(),
     })?;
+    crate::step::enter(format!("start {program} for {}", target.display()));
     let result = (|| {
         let err_log = log
             .try_clone()
@@ -264,6 +299,7 @@ fn run_helper(
         }
         // The daemonized helper serves the mount now; wait for the kernel
         // to show it and for the helper to be ready.
+        crate::step::enter(format!("wait for {program} to serve {}", target.display()));
         loop {
             let table = MountTable::read().map_err(|e| sys_error(op, target, e))?;
             let mounted = table.at(target).is_some_and(|m| m.fs_type == fs_type);

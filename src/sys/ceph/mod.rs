@@ -19,9 +19,12 @@
 //! match on `SysError` depend on it. Every message names the operation and
 //! the object, e.g. `rbd create rbd/vol1: File exists (errno 17)`.
 
+mod blocklist;
 mod cephfs;
 mod cluster;
 mod fuse;
+mod fuse_detach;
+mod omap;
 mod rados_ffi;
 mod rbd;
 mod rbd_ffi;
@@ -29,9 +32,12 @@ mod rbd_ffi;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use blocklist::is_blocklisted;
 pub use cephfs::{CephFs, CloneStatus, SubvolumeInfo};
 pub use cluster::Cluster;
 pub use fuse::{ceph_fuse_mount, fuse_unmount, kill_helpers, rbd_fuse_mount};
+pub use fuse_detach::ceph_fuse_detach;
+pub use omap::{Entries, OmapObject};
 pub use rbd::{ChildImage, Locker, RbdPool, Snapshot, Watcher};
 
 /// How to reach a cluster.

@@ -10,12 +10,15 @@
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::ptr;
+use std::time::Duration;
 
 use ceph::rados::{rados_ioctx_destroy, rados_ioctx_t};
 use libc::{c_char, c_int, size_t};
 
 use super::rbd_ffi as ffi;
 use super::{check, cstr, Cluster, Result};
+
+mod import;
 
 /// A lock holder, as `rbd lock ls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,6 +353,19 @@ impl RbdPool {
         }
         check("rbd meta remove", || object, ret.into())?;
         Ok(())
+    }
+
+    /// Fences a client of this pool's images (`ip:0/nonce`) and returns
+    /// only once the fence holds: blocklists it
+    /// ([`Cluster::blocklist_add`], which returns the epoch E carrying the
+    /// entry), then waits until every placement group of the pool works
+    /// with map E ([`Cluster::pg_epoch_barrier`]). From then on the OSDs
+    /// refuse every operation of that client on the pool; what it got in
+    /// before is ordered before anything sent afterwards. Returns E.
+    pub fn fence(&self, addr: &str, expire: Duration) -> Result<u64> {
+        let epoch = self.cluster().blocklist_add(addr, expire)?;
+        self.cluster().pg_epoch_barrier(self.pool(), epoch)?;
+        Ok(epoch)
     }
 
     /// Takes the image's advisory exclusive lock (`rbd lock add`) for this

@@ -9,6 +9,10 @@ use libc::{c_char, c_int, c_void, size_t, ssize_t};
 
 /// `rbd_image_t`: an open image.
 pub type rbd_image_t = *mut c_void;
+/// `rbd_completion_t`: an asynchronous operation's handle.
+pub type rbd_completion_t = *mut c_void;
+/// `rbd_callback_t`: called when an asynchronous operation completes.
+pub type rbd_callback_t = Option<unsafe extern "C" fn(cb: rbd_completion_t, arg: *mut c_void)>;
 
 /// `librbd_progress_fn_t`.
 pub type librbd_progress_fn_t =
@@ -99,6 +103,28 @@ extern "C" {
         image: *mut rbd_image_t,
         snap_name: *const c_char,
     ) -> c_int;
+    /// `int rbd_aio_create_completion(void *cb_arg, rbd_callback_t complete_cb, rbd_completion_t *c);`
+    pub fn rbd_aio_create_completion(
+        cb_arg: *mut c_void,
+        complete_cb: rbd_callback_t,
+        c: *mut rbd_completion_t,
+    ) -> c_int;
+    /// `ssize_t rbd_aio_write(rbd_image_t image, uint64_t off, size_t len, const char *buf, rbd_completion_t c);`
+    pub fn rbd_aio_write(
+        image: rbd_image_t,
+        off: u64,
+        len: size_t,
+        buf: *const c_char,
+        c: rbd_completion_t,
+    ) -> c_int;
+    /// `int rbd_aio_wait_for_complete(rbd_completion_t c);`
+    pub fn rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int;
+    /// `ssize_t rbd_aio_get_return_value(rbd_completion_t c);`
+    pub fn rbd_aio_get_return_value(c: rbd_completion_t) -> isize;
+    /// `void rbd_aio_release(rbd_completion_t c);`
+    pub fn rbd_aio_release(c: rbd_completion_t);
+    /// `int rbd_flush(rbd_image_t image);`
+    pub fn rbd_flush(image: rbd_image_t) -> c_int;
     /// `int rbd_close(rbd_image_t image);`
     pub fn rbd_close(image: rbd_image_t) -> c_int;
     /// `int rbd_get_size(rbd_image_t image, uint64_t *size);`
