@@ -8,5 +8,4 @@
 #   sudo scripts/bench-snapshots.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo test --release --test create_options -- \
-    --ignored --exact bench_snapshots --nocapture --test-threads 1
+exec cargo bench --bench snapshots

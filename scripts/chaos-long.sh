@@ -23,7 +23,7 @@ run() { echo "== $*"; "$@"; }
 for part in "${parts[@]}"; do
     case "$part" in
     chaos) run cargo test --test chaos -- --nocapture ;;
-    ceph) BERTH_CEPH_CHAOS=1 BERTH_CEPH_CHAOS_KILLS="${BERTH_CEPH_CHAOS_KILLS:-100}" \
+    ceph) BERTH_CEPH_CHAOS_KILLS="${BERTH_CEPH_CHAOS_KILLS:-100}" \
         run cargo test --features ceph --test ceph_chaos -- --nocapture ;;
     hostile) run cargo test --test hostile -- --nocapture ;;
     load) run cargo test --test load -- --nocapture ;;
