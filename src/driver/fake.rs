@@ -204,6 +204,27 @@ impl Driver for FakeDriver {
             })
             .unwrap_or_default())
     }
+    fn catalog_version(&self) -> DriverResult<Option<u64>> {
+        use std::hash::{Hash, Hasher};
+        let Some(c) = &self.shared else {
+            return Ok(None);
+        };
+        // A version that changes with the set of names, as an index
+        // object's does.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        c.lock()
+            .expect("catalog")
+            .keys()
+            .for_each(|k| k.hash(&mut h));
+        if let Some(snaps) = SHARED_SNAPSHOTS
+            .lock()
+            .expect("snapshots")
+            .get(&catalog_key(c))
+        {
+            snaps.keys().for_each(|k| k.hash(&mut h));
+        }
+        Ok(Some(h.finish()))
+    }
     fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
         drop(self.step("catalog_list", "*")?);
         Ok(self

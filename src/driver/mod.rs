@@ -318,6 +318,14 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// A version of the shared catalog that changes whenever a volume
+    /// or snapshot is added to it or removed from it, read without
+    /// listing it: while it stays the same, a listing would give what the
+    /// last one gave. `None`: no such version (every refresh lists).
+    fn catalog_version(&self) -> DriverResult<Option<u64>> {
+        Ok(None)
+    }
+
     /// One volume of the shared catalog; `None` when it does not exist.
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
         let _ = name;

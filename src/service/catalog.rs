@@ -22,6 +22,16 @@ pub(super) enum Removed {
     Snapshot(VolumeName),
 }
 
+/// The last complete listing of a shared catalog.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Synced {
+    /// When it finished.
+    at: Instant,
+    /// The catalog's version read before it (`None`: the driver has no
+    /// version to offer).
+    version: Option<u64>,
+}
+
 impl VolumeService {
     /// The volume `name`: from memory, else (shared catalogs) from the
     /// backend, remembering it. Callers hold the name's lock.
@@ -109,18 +119,57 @@ impl VolumeService {
         let Ok(mut synced) = self.synced.try_lock() else {
             return Ok(());
         };
-        if synced.is_some_and(|t| t.elapsed() < CATALOG_TTL) {
+        if synced.is_some_and(|s| s.at.elapsed() < CATALOG_TTL) {
             return Ok(());
         }
-        let started = Instant::now();
-        if self.refresh_volumes(started).await? && self.refresh_snapshots(started).await? {
-            *synced = Some(Instant::now());
+        let Some(version) = self.catalog_version().await else {
+            return Ok(());
+        };
+        let version = version?;
+        if let (Some(last), Some(now)) = (*synced, version) {
+            // Nothing changed in the catalog since the last complete
+            // listing: what is in memory is what a listing would give.
+            if last.version == Some(now) {
+                *synced = Some(Synced {
+                    at: Instant::now(),
+                    version,
+                });
+                return Ok(());
+            }
         }
+        let started = Instant::now();
+        let Some(volumes_settled) = self.refresh_volumes(started).await? else {
+            return Ok(());
+        };
+        let Some(snapshots_settled) = self.refresh_snapshots(started).await? else {
+            return Ok(());
+        };
+        // What memory kept against the listing (a volume mounted here, a
+        // busy name) must be looked at again by the next listing, even if
+        // the catalog's version stays.
+        let settled = volumes_settled && snapshots_settled;
+        *synced = Some(Synced {
+            at: Instant::now(),
+            version: version.filter(|_| settled),
+        });
         Ok(())
     }
 
-    /// `false`: no storage worker was free; nothing done.
-    async fn refresh_volumes(&self, started: Instant) -> ServiceResult<bool> {
+    /// The shared catalog's version (one small read), `None` when no
+    /// storage worker was free.
+    async fn catalog_version(&self) -> Option<ServiceResult<Option<u64>>> {
+        let driver = self.driver.clone();
+        let label = format!("(catalog of service {})", self.name);
+        self.lane
+            .run_if_free(Op::Catalog, &label, &mut Held::default(), move |_| {
+                Ok(driver.catalog_version()?)
+            })
+            .await
+    }
+
+    /// `None`: no storage worker was free; nothing done. `Some(false)`:
+    /// done, but memory keeps volumes the listing lacks.
+    async fn refresh_volumes(&self, started: Instant) -> ServiceResult<Option<bool>> {
         let driver = self.driver.clone();
         let label = format!("(catalog of service {})", self.name);
         let Some(remote) = self
@@ -130,7 +179,7 @@ impl VolumeService {
             })
             .await
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let remote = remote?;
         let names: BTreeSet<VolumeName> = remote.iter().map(|r| r.name.clone()).collect();
@@ -154,7 +203,7 @@ impl VolumeService {
             })
             .await
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let new = new?;
         for rec in new {
@@ -171,7 +220,7 @@ impl VolumeService {
         for name in gone {
             self.forget_gone_volume(name, started).await;
         }
-        Ok(true)
+        Ok(Some(read(&self.catalog).keys().all(|n| names.contains(n))))
     }
 
     /// Drops a volume another host removed, unless it is mounted here or
@@ -228,10 +277,10 @@ impl VolumeService {
         info!(service = %self.name, volume = %name, "volume was removed on another host");
     }
 
-    /// `false`: no storage worker was free; nothing done.
-    async fn refresh_snapshots(&self, started: Instant) -> ServiceResult<bool> {
+    /// As [`Self::refresh_volumes`], for snapshots.
+    async fn refresh_snapshots(&self, started: Instant) -> ServiceResult<Option<bool>> {
         let Some(remote) = self.learn_snapshots_with(false).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let names: BTreeSet<VolumeName> = remote.iter().map(|r| r.name.clone()).collect();
         let gone: Vec<VolumeName> = read(&self.snapshots)
@@ -269,7 +318,9 @@ impl VolumeService {
             self.invalidate();
             info!(service = %self.name, snapshot = %name, "snapshot was removed on another host");
         }
-        Ok(true)
+        Ok(Some(
+            read(&self.snapshots).keys().all(|n| names.contains(n)),
+        ))
     }
 
     /// Adds the snapshots of a shared catalog this host has not seen

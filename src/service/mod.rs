@@ -148,8 +148,8 @@ pub struct VolumeService {
     /// the shared catalog fetched before then must not bring it back.
     removed: Mutex<BTreeMap<catalog::Removed, Instant>>,
     /// Serializes listings of the shared catalog; holds when the last
-    /// one finished.
-    synced: tokio::sync::Mutex<Option<Instant>>,
+    /// one finished and the catalog version it saw.
+    synced: tokio::sync::Mutex<Option<catalog::Synced>>,
     /// Blocking capacity and deadlines of storage work.
     lane: Lane,
     /// Used/free figures, sampled in the background.

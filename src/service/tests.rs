@@ -703,6 +703,37 @@ async fn shared_catalog_shows_volumes_of_other_hosts() {
 }
 
 #[tokio::test]
+async fn a_catalog_whose_version_stayed_is_not_listed_again() {
+    let catalog = crate::driver::fake::SharedCatalog::default();
+    let (a, b) = shared_pair(&catalog);
+    a.svc.create("v1", &no_opts()).await.expect("create on A");
+    let listings = |b: &Harness| {
+        b.fake
+            .state
+            .lock()
+            .expect("state")
+            .calls
+            .iter()
+            .filter(|c| c.as_str() == "catalog_list *")
+            .count()
+    };
+    b.svc.refresh().await.expect("refresh");
+    assert_eq!(listings(&b), 1);
+    b.svc.refresh().await.expect("refresh");
+    assert_eq!(listings(&b), 1, "nothing changed: no second listing");
+    a.svc
+        .create("v2", &no_opts())
+        .await
+        .expect("create v2 on A");
+    b.svc.refresh().await.expect("refresh");
+    assert_eq!(listings(&b), 2, "a create on A changes the version");
+    assert!(b.svc.get("v2").is_ok(), "and B lists it");
+    a.svc.remove("v1").await.expect("remove on A");
+    b.svc.refresh().await.expect("refresh");
+    assert!(b.svc.get("v1").is_err(), "a remove on A is seen too");
+}
+
+#[tokio::test]
 async fn volumes_removed_elsewhere_disappear_unless_mounted_here() {
     let catalog = crate::driver::fake::SharedCatalog::default();
     let (a, b) = shared_pair(&catalog);

@@ -22,6 +22,7 @@
 //! scan is older than [`REPAIR_EVERY`] (checked every [`REPAIR_CHECK`]).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -125,6 +126,9 @@ pub struct Index {
     parsed: Mutex<HashMap<String, (Vec<u8>, VolumeRecord)>>,
     /// What the last List read, with the object's version before it.
     last: Mutex<Last>,
+    /// The last read found the index built (a full scan no longer
+    /// stands in for it).
+    built: AtomicBool,
 }
 
 impl Index {
@@ -138,6 +142,7 @@ impl Index {
             refused: Mutex::default(),
             parsed: Mutex::default(),
             last: Mutex::default(),
+            built: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&me);
         let cv = me.repair.clone();
@@ -201,6 +206,7 @@ impl Index {
             .get(REPAIRED)
             .map_err(|e| self.b.fail("(catalog)", "read the catalog index", e))?
             .is_some();
+        self.built.store(built, Ordering::Release);
         if !built {
             self.ask_repair();
             return Ok(None);
@@ -237,6 +243,20 @@ impl Index {
         }
         last.volumes = Some(recs.clone());
         Ok(recs)
+    }
+
+    /// The index object's version once a read found the index built;
+    /// `None` before (listings then come from a full scan, which no
+    /// version covers) and when the object is gone.
+    pub fn built_version(&self) -> DriverResult<Option<u64>> {
+        if !self.built.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let v = self.version()?;
+        if v.is_none() {
+            self.built.store(false, Ordering::Release);
+        }
+        Ok(v)
     }
 
     /// The object's version (`None`: absent).

@@ -713,6 +713,10 @@ impl Driver for RbdDriver {
         self.index.volumes()
     }
 
+    fn catalog_version(&self) -> DriverResult<Option<u64>> {
+        self.index.built_version()
+    }
+
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
         self.index.volume(name.as_str())
     }
