@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use berth::state::{RecordStore, RECORD_VERSION};
@@ -22,37 +22,13 @@ use berth::volume::VolumeName;
 use common::{Api, Daemon};
 use serde_json::{json, Value};
 
-/// The commit whose berthd wrote `tests/fixtures/v1` (its MANIFEST.md).
-const FIXTURE_COMMIT: &str = "4755b3ac842743a6c177c7f9f572e107d5fab3f7";
-
 const ID_A: &str = "4f1c2a9e8b7d6c5a4f3e2d1c0b9a8f7e6d5c4b3a29180f1e2d3c4b5a69788796";
 const ID_B: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
-/// The berthd of [`FIXTURE_COMMIT`]; `None` (SKIPPED printed) when this
+/// The berthd of [`common::old::FIXTURE_COMMIT`]; `None` (SKIPPED printed) when this
 /// checkout does not have that commit.
 fn old_berthd(test: &str) -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upgrade/old-berthd.sh");
-    let started = Instant::now();
-    let out = Command::new(&script)
-        .arg(FIXTURE_COMMIT)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run old-berthd.sh");
-    match out.status.code() {
-        Some(0) => {
-            let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            eprintln!(
-                "{test}: berthd of {FIXTURE_COMMIT} ready in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            Some(Path::new(&dir).join("berthd"))
-        }
-        Some(3) => {
-            eprintln!("SKIPPED (no commit {FIXTURE_COMMIT} in this checkout): {test}");
-            None
-        }
-        _ => panic!("building the berthd of {FIXTURE_COMMIT} failed: {out:?}"),
-    }
+    common::old::berthd(test, "")
 }
 
 fn new_berthd() -> PathBuf {

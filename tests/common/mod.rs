@@ -7,6 +7,7 @@
 pub mod ceph;
 pub mod hangfs;
 pub mod loopfs;
+pub mod old;
 pub mod probe;
 pub mod workload;
 
@@ -410,6 +411,14 @@ impl Api {
             )
         });
         (status, v)
+    }
+
+    /// POSTs `body` to `/method` and returns the answer's status and
+    /// bytes as received, unparsed (what a client waits for before its
+    /// own decoding).
+    pub fn raw_bytes(&self, method: &str, body: &str) -> (StatusCode, Bytes) {
+        rt().block_on(self.client.call_raw(method, Bytes::from(body.to_string())))
+            .expect("transport")
     }
 
     /// Calls and expects 200 with an empty Err.

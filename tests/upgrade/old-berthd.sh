@@ -3,13 +3,17 @@
 # build that wrote tests/fixtures/v1), building them once into the test
 # cache ($BERTH_TEST_CACHE, /var/cache/berth-test) from `git archive`.
 #
-#   tests/upgrade/old-berthd.sh 4755b3ac842743a6c177c7f9f572e107d5fab3f7
+#   tests/upgrade/old-berthd.sh 4755b3ac842743a6c177c7f9f572e107d5fab3f7 [FEATURES]
+#
+# FEATURES (e.g. `ceph`) are passed to `cargo build --features`; each set
+# of features has its own cache directory.
 #
 # Exit 3: this checkout has no history of COMMIT (a shallow clone).
 set -euo pipefail
 commit=$1
+features=${2:-}
 cd "$(dirname "$0")/../.."
-cache=${BERTH_TEST_CACHE:-/var/cache/berth-test}/old-berthd/$commit
+cache=${BERTH_TEST_CACHE:-/var/cache/berth-test}/old-berthd/$commit${features:+-$features}
 if [ -x "$cache/berthd" ] && [ -x "$cache/berth" ]; then
     echo "$cache"
     exit 0
@@ -30,6 +34,7 @@ if [ ! -x "$cache/berthd" ]; then
     # for today's package are reused, only Berth itself is compiled again.
     target=${BERTH_TEST_TARGET_DIR:-${BERTH_TEST_CACHE:-/var/cache/berth-test}/target}
     CARGO_TARGET_DIR="$target" cargo build --release --locked \
+        ${features:+--features "$features"} \
         --manifest-path "$work/Cargo.toml" --bin berthd --bin berth >&2
     mkdir -p "$cache.tmp"
     cp "$target/release/berthd" "$target/release/berth" "$cache.tmp/"
