@@ -242,7 +242,7 @@ impl Driver for FakeDriver {
     }
     fn mount_with(
         &self,
-        rec: &VolumeRecord,
+        rec: &mut VolumeRecord,
         target: &Path,
         how: &super::MountHow,
     ) -> DriverResult<MountRecord> {

@@ -56,12 +56,18 @@ pub fn make(settings: &Settings, name: &str) -> Arc<dyn Driver> {
             filesystem.clone(),
             group.clone(),
         )),
-        DriverSettings::Rbd { ceph, pool } => Arc::new(rbd::RbdDriver::new(
-            Backend::new(name, ceph),
-            pool.clone(),
-            fuse_root,
-            settings.daemon.command_timeout,
-        )),
+        DriverSettings::Rbd { ceph, pool, adopt } => {
+            let mut d = rbd::RbdDriver::new(
+                Backend::new(name, ceph),
+                pool.clone(),
+                fuse_root,
+                settings.daemon.command_timeout,
+            );
+            if let Some(from) = adopt {
+                d = d.adopting(*from, &svc.policy);
+            }
+            Arc::new(d)
+        }
         DriverSettings::Loop { .. } => unreachable!("make is only called for Ceph services"),
     }
 }
