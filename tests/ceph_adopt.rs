@@ -147,6 +147,10 @@ fn root_rexray_rbd_images_adopted_on_two_hosts() {
             != 200,
         "Get found rx-data without adopt"
     );
+    println!(
+        "List without adopt (same pool), median of 5 uncached: {:?}",
+        list_median(&plain, 5)
+    );
     plain.stop();
 
     let start = |host: &str, ns: &str| {
@@ -189,6 +193,7 @@ fn root_rexray_rbd_images_adopted_on_two_hosts() {
 
     adopt_with_data(&c, &a, &b);
     adopt_blank(&a, &b);
+    berth_creates_are_not_adopted(&c, &a);
     remove_obeys_disable(&c, &a);
 
     let (mut a, mut b) = (a, b);
@@ -283,6 +288,36 @@ fn adopt_blank(a: &Daemon, b: &Daemon) {
     let pb = bb.mount("rx-blank", None);
     assert_eq!(std::fs::read(pb.join("f")).expect("B"), b"first data");
     bb.unmount("rx-blank", None);
+}
+
+/// An image a Berth create is making (marked at once) is never adopted,
+/// though a List may show it for that moment; a Berth create of a name
+/// works as before next to adopted images.
+fn berth_creates_are_not_adopted(c: &CephCluster, a: &Daemon) {
+    let ba = a.client("block");
+    c.run(
+        HOST_B,
+        &[
+            "sh",
+            "-c",
+            "rbd create --image-feature layering --size 64M rbd/in-the-making && \
+              rbd image-meta set rbd/in-the-making berth.creating some-id",
+        ],
+    );
+    let e = ba.err("VolumeDriver.Mount", json!({"Name": "in-the-making"}));
+    assert!(e.contains("Berth create"), "{e}");
+    let meta = c.run(HOST_B, &["rbd", "image-meta", "list", "rbd/in-the-making"]);
+    assert!(!meta.contains("berth.volume"), "adopted: {meta}");
+    c.run(HOST_B, &["rbd", "rm", "--no-progress", "rbd/in-the-making"]);
+    ba.create("made-by-berth", &[("size", "64M")]);
+    let st = ba.status("made-by-berth");
+    assert!(st.get("adoption").is_none(), "{st}");
+    let meta = c.run(HOST_B, &["rbd", "image-meta", "list", "rbd/made-by-berth"]);
+    assert!(
+        meta.contains("berth.creating") && meta.contains("berth.volume"),
+        "{meta}"
+    );
+    ba.remove("made-by-berth");
 }
 
 /// `remove.disable` holds for adopted volumes and pending ones alike;

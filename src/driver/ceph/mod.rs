@@ -31,6 +31,11 @@ use crate::sys::ceph::{CephConfig, CephError, Cluster};
 /// Metadata key holding a volume's record in Ceph.
 pub const META_KEY: &str = "berth.volume";
 
+/// Metadata key an rbd create puts on its image at once (the volume's
+/// id): an image that has it is Berth's, being made (or left by an
+/// interrupted create), and never adopted ([`rbd`]'s `adopt`).
+pub const CREATING_KEY: &str = "berth.creating";
+
 /// Prefix of the metadata keys (on the snapshot's volume) holding the
 /// records of its snapshots: `berth.snapshot.<name>`.
 pub const SNAP_META_PREFIX: &str = "berth.snapshot.";

@@ -402,6 +402,15 @@ impl RbdDriver {
         Ok(())
     }
 
+    /// Marks the fresh image of `rec` as Berth's, being made, before
+    /// anything else is done with it: an adopting service never takes
+    /// it for another plugin's image.
+    fn mark_creating(&self, pool: &RbdPool, rec: &VolumeRecord) -> DriverResult<()> {
+        let name = rec.name.as_str();
+        pool.meta_set(name, super::CREATING_KEY, &rec.id)
+            .map_err(|e| self.b.fail(name, "mark the image as Berth's", e))
+    }
+
     /// Stores the record in the image's metadata, then in the index.
     fn save_meta(&self, pool: &RbdPool, rec: &VolumeRecord) -> DriverResult<()> {
         pool.meta_set(rec.name.as_str(), META_KEY, &encode(rec))
@@ -422,17 +431,22 @@ impl RbdDriver {
         hidden
     }
 
-    /// A full copy of `src@snap` as image `dst` (clone, then flatten).
+    /// A full copy of `src@snap` as the image of `rec` (clone, then
+    /// flatten).
     fn copy_from_snapshot(
         &self,
         pool: &RbdPool,
-        dst: &str,
+        rec: &VolumeRecord,
         src: &str,
         snap: &str,
         progress: Option<&Progress>,
     ) -> DriverResult<()> {
+        let dst = rec.name.as_str();
         pool.clone_image(src, snap, dst)
             .map_err(|e| self.b.fail(dst, "clone image", e))?;
+        if let Err(e) = self.mark_creating(pool, rec) {
+            return Err(e.undone(self.remove_image(pool, dst)));
+        }
         if let Some(p) = progress {
             p.set(0, 1);
         }
@@ -529,6 +543,9 @@ impl Driver for RbdDriver {
                         self.b.fail(&name, "create image", e)
                     }
                 })?;
+                if let Err(e) = self.mark_creating(&pool, rec) {
+                    return Err(e.undone(self.remove_image(&pool, &name)));
+                }
                 if let Err(e) = self.format(&pool, rec) {
                     return Err(e.undone(self.remove_image(&pool, &name)));
                 }
@@ -539,7 +556,7 @@ impl Driver for RbdDriver {
                     .get("image")
                     .cloned()
                     .unwrap_or_else(|| s.volume.to_string());
-                self.copy_from_snapshot(&pool, &name, &image, s.name.as_str(), how.progress)?;
+                self.copy_from_snapshot(&pool, rec, &image, s.name.as_str(), how.progress)?;
                 rec.set_copy_method(CopyMethod::RbdClone);
             }
             Some(CreateSource::Volume(v)) => {
@@ -565,7 +582,7 @@ impl Driver for RbdDriver {
                     .map_err(|e| self.b.fail(src, "protect snapshot", e));
                 let was_protected = protected.is_ok();
                 let made = protected
-                    .and_then(|_| self.copy_from_snapshot(&pool, &name, src, &tmp, how.progress));
+                    .and_then(|_| self.copy_from_snapshot(&pool, rec, src, &tmp, how.progress));
                 let dropped = self.drop_snapshot(&pool, src, &tmp, was_protected);
                 match (made, dropped) {
                     (Err(cause), dropped) => return Err(cause.undone(dropped)),

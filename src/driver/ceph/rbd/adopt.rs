@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::RbdDriver;
 use crate::config::{Adopt, Policy};
-use crate::driver::ceph::{decode, META_KEY};
+use crate::driver::ceph::{decode, CREATING_KEY, META_KEY};
 use crate::driver::{fsops, DriverError, DriverResult};
 use crate::state::{Adoption, Phase, VolumeRecord, RECORD_VERSION};
 use crate::sys::ceph::RbdPool;
@@ -175,6 +175,15 @@ impl RbdDriver {
             found.phase = rec.phase;
             *rec = found;
             return Ok(());
+        }
+        let creating = pool
+            .meta_get(&name, CREATING_KEY)
+            .map_err(|e| self.b.fail(&name, "read volume metadata", e))?;
+        if creating.is_some() {
+            return Err(DriverError::Conflict {
+                volume: name,
+                reason: "a Berth create is making this image (or was interrupted on its host, whose next start removes it); it is not adopted".into(),
+            });
         }
         rec.size = pool
             .size(&name)
