@@ -402,15 +402,6 @@ impl RbdDriver {
         Ok(())
     }
 
-    /// Marks the fresh image of `rec` as Berth's, being made, before
-    /// anything else is done with it: an adopting service never takes
-    /// it for another plugin's image.
-    fn mark_creating(&self, pool: &RbdPool, rec: &VolumeRecord) -> DriverResult<()> {
-        let name = rec.name.as_str();
-        pool.meta_set(name, super::CREATING_KEY, &rec.id)
-            .map_err(|e| self.b.fail(name, "mark the image as Berth's", e))
-    }
-
     /// Stores the record in the image's metadata, then in the index.
     fn save_meta(&self, pool: &RbdPool, rec: &VolumeRecord) -> DriverResult<()> {
         pool.meta_set(rec.name.as_str(), META_KEY, &encode(rec))

@@ -139,6 +139,15 @@ impl RbdDriver {
         rec
     }
 
+    /// Marks the fresh image of `rec` as Berth's, being made, before
+    /// anything else is done with it: an adopting service (on any host)
+    /// never takes it for another plugin's image.
+    pub(super) fn mark_creating(&self, pool: &RbdPool, rec: &VolumeRecord) -> DriverResult<()> {
+        let name = rec.name.as_str();
+        pool.meta_set(name, CREATING_KEY, &rec.id)
+            .map_err(|e| self.b.fail(name, "mark the image as Berth's", e))
+    }
+
     /// Refuses `what` on a volume not adopted yet (its filesystem is not
     /// known before its first mount).
     pub(super) fn refuse_pending(&self, rec: &VolumeRecord, what: &str) -> DriverResult<()> {
