@@ -856,7 +856,11 @@ async fn a_volume_adopted_elsewhere_is_shown_adopted_here() {
         .expect("catalog")
         .insert("rx".into(), rec.clone());
     b.svc.refresh().await.expect("refresh");
-    assert!(b.svc.get("rx").expect("listed").record.adoption_pending());
+    let view = b.svc.get("rx").expect("listed");
+    assert!(view.record.adoption_pending());
+    let status = super::views::status_map(&view, "ceph");
+    assert_eq!(status["adoption"], "pending", "{status:?}");
+    assert_eq!(status["adoptedFrom"], "rexray", "{status:?}");
     // Another host's first mount adopted it: B follows without a mount.
     rec.set_adoption(Adoption::Done(Adopt::Rexray));
     catalog.lock().expect("catalog").insert("rx".into(), rec);
