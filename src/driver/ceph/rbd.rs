@@ -745,7 +745,8 @@ impl Driver for RbdDriver {
     }
 
     fn catalog_version(&self) -> DriverResult<Option<u64>> {
-        self.index.built_version()
+        let index = self.index.built_version()?;
+        self.with_adoptable_version(index)
     }
 
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {

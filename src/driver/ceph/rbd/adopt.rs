@@ -78,6 +78,23 @@ impl RbdDriver {
         Ok(names)
     }
 
+    /// The catalog's version with adoptable images in it: `index` (the
+    /// catalog index's version) as it is without `adopt`; with it, the
+    /// sum of `index` and the version of the pool's image directory.
+    /// Both only ever grow, so the sum moves whenever either does (an
+    /// image made or removed by another plugin, or a Berth volume).
+    pub(super) fn with_adoptable_version(&self, index: Option<u64>) -> DriverResult<Option<u64>> {
+        let (Some(_), Some(index)) = (&self.adopt, index) else {
+            return Ok(index);
+        };
+        let pool = self.pool("(catalog)")?;
+        let dir = pool.directory_version().map_err(|e| {
+            self.b
+                .fail("(catalog)", "read the pool's image directory", e)
+        })?;
+        Ok(dir.map(|d| d.wrapping_add(index)))
+    }
+
     /// Volumes pending adoption: the pool's images that are no volume of
     /// `known` (the Berth volumes).
     pub(super) fn adoptable(&self, known: &[VolumeRecord]) -> DriverResult<Vec<VolumeRecord>> {
