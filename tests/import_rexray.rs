@@ -73,6 +73,19 @@ fn rbd_config_becomes_an_rbd_service() {
     let (toml, check) = import_and_check("rbd.yml");
     assert!(toml.contains("driver = \"rbd\""), "{toml}");
     assert!(toml.contains("pool = \"volumes\""), "{toml}");
+    // REX-Ray's images stay volumes: the service adopts them.
+    let doc: toml::Table = toml.parse().expect("TOML");
+    let services = doc["services"].as_table().expect("services");
+    let rbd: Vec<&toml::Value> = services
+        .values()
+        .filter(|s| s["driver"].as_str() == Some("rbd"))
+        .collect();
+    assert_eq!(rbd.len(), 1, "{toml}");
+    assert_eq!(rbd[0]["ceph"]["adopt"].as_str(), Some("rexray"), "{toml}");
+    assert!(
+        toml.contains("# REX-Ray's images"),
+        "the key is explained:\n{toml}"
+    );
     if cfg!(feature = "ceph") {
         assert!(check.status.success(), "{}\n{toml}", text(&check.stderr));
     } else {

@@ -6,6 +6,7 @@
 //! settings and apply to every service; a `[services.NAME.volume.*]` table
 //! overrides them key by key for one service.
 
+mod adopt;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use crate::volume::{parse_size, FsType, Scope};
 
+pub use adopt::Adopt;
 pub use raw::RawConfig;
 
 /// The default config path.
@@ -165,6 +167,9 @@ pub enum DriverSettings {
         ceph: CephSettings,
         /// RADOS pool of the images.
         pool: String,
+        /// Images without Berth metadata in `pool` to show and mount as
+        /// volumes (`adopt = "rexray"`); `None`: only Berth's.
+        adopt: Option<Adopt>,
     },
 }
 
@@ -345,6 +350,11 @@ impl Settings {
                         if rc.pool.is_some() {
                             return Err(err(format!("{key}.ceph.pool: the cephfs driver uses `filesystem` and `group`, not `pool`")));
                         }
+                        if rc.adopt.is_some() {
+                            return Err(err(format!(
+                                "{key}.ceph.adopt: only rbd services adopt images"
+                            )));
+                        }
                         DriverSettings::Cephfs {
                             ceph,
                             filesystem: plain(
@@ -370,6 +380,11 @@ impl Settings {
                             ceph,
                             pool: plain(rc.pool.as_deref(), "rbd", &format!("{key}.ceph.pool"))
                                 .map_err(err)?,
+                            adopt: adopt::resolve(
+                                rc.adopt.as_deref(),
+                                &format!("{key}.ceph.adopt"),
+                            )
+                            .map_err(err)?,
                         }
                     }
                 }

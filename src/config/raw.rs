@@ -64,6 +64,7 @@ pub struct RawCeph {
     pub client: Option<String>,
     pub host: Option<String>,
     pub pool: Option<String>,
+    pub adopt: Option<String>,
     pub filesystem: Option<String>,
     pub group: Option<String>,
     pub timeout: Option<String>,

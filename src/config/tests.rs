@@ -244,7 +244,8 @@ fn ceph_services_have_defaults_and_named_errors() {
         other => panic!("{other:?}"),
     }
     match &s.services["block"].driver {
-        DriverSettings::Rbd { ceph, pool } => {
+        DriverSettings::Rbd { ceph, pool, adopt } => {
+            assert_eq!(*adopt, None, "adopts nothing unless asked");
             assert_eq!(ceph.client, "berth", "client. prefix dropped");
             assert_eq!(ceph.host, "node1");
             assert_eq!(ceph.timeout, Duration::from_secs(5));
@@ -335,4 +336,30 @@ fn limits_have_defaults_inside_dockers_timeouts_and_errors_name_the_key() {
     );
     let e = err_of("[services.a]\ndriver = \"loop\"\n[services.a.limits]\nwait = \"1s\"\n");
     assert!(e.contains("wait"), "{e}");
+}
+
+#[cfg(feature = "ceph")]
+#[test]
+fn rbd_adopt_is_opt_in_and_checked() {
+    use crate::config::Adopt;
+    let s = Settings::from_str_with_source(
+        "[services.block]\ndriver = \"rbd\"\n[services.block.ceph]\nadopt = \"rexray\"\n",
+        None,
+    )
+    .expect("valid");
+    match &s.services["block"].driver {
+        DriverSettings::Rbd { adopt, .. } => assert_eq!(*adopt, Some(Adopt::Rexray)),
+        other => panic!("{other:?}"),
+    }
+    let e =
+        err_of("[services.block]\ndriver = \"rbd\"\n[services.block.ceph]\nadopt = \"flocker\"\n");
+    assert!(
+        e.contains("services.block.ceph.adopt") && e.contains("flocker") && e.contains("rexray"),
+        "{e}"
+    );
+    let e = err_of("[services.s]\ndriver = \"cephfs\"\n[services.s.ceph]\nadopt = \"rexray\"\n");
+    assert!(
+        e.contains("services.s.ceph.adopt") && e.contains("only rbd"),
+        "{e}"
+    );
 }

@@ -209,13 +209,13 @@ impl Driver for FakeDriver {
         let Some(c) = &self.shared else {
             return Ok(None);
         };
-        // A version that changes with the set of names, as an index
+        // A version that changes with every entry written, as an index
         // object's does.
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        c.lock()
-            .expect("catalog")
-            .keys()
-            .for_each(|k| k.hash(&mut h));
+        c.lock().expect("catalog").iter().for_each(|(k, v)| {
+            k.hash(&mut h);
+            serde_json::to_string(v).unwrap_or_default().hash(&mut h);
+        });
         if let Some(snaps) = SHARED_SNAPSHOTS
             .lock()
             .expect("snapshots")
@@ -242,7 +242,7 @@ impl Driver for FakeDriver {
     }
     fn mount_with(
         &self,
-        rec: &VolumeRecord,
+        rec: &mut VolumeRecord,
         target: &Path,
         how: &super::MountHow,
     ) -> DriverResult<MountRecord> {

@@ -293,10 +293,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn mount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<MountRecord>;
 
     /// [`Driver::mount`] with mount options. Drivers of shared storage
-    /// (where another host may hold the volume) implement this one.
+    /// (where another host may hold the volume) implement this one. It
+    /// may update `rec` with what the mount learnt of the storage (an
+    /// adopted image's filesystem and size); the caller keeps `rec`.
     fn mount_with(
         &self,
-        rec: &VolumeRecord,
+        rec: &mut VolumeRecord,
         target: &Path,
         how: &MountHow,
     ) -> DriverResult<MountRecord> {

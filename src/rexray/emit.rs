@@ -77,11 +77,24 @@ pub(super) fn render(file: &str, lay: &Layout, plan: &Plan) -> String {
                  # (volume mount.preempt), fencing the other host's client first."
             );
         }
-        table(
-            &mut out,
-            &format!("services.{}.ceph", svc.name),
-            &settings(plan, &Target::Ceph(svc.name.clone())),
-        );
+        let ceph = format!("services.{}.ceph", svc.name);
+        let ceph_items = settings(plan, &Target::Ceph(svc.name.clone()));
+        table(&mut out, &ceph, &ceph_items);
+        if svc.driver == "rbd" {
+            if ceph_items.is_empty() {
+                let _ = writeln!(out, "\n[{ceph}]");
+            }
+            let _ = writeln!(
+                out,
+                "# REX-Ray's images (named as the volume, in this pool, without\n\
+                 # Berth metadata) are volumes of this service: the first mount\n\
+                 # keeps the filesystem on one (a blank one gets the default\n\
+                 # fsType, as REX-Ray did) and records it for every host\n\
+                 # (docs/migrating-from-rexray.md). Remove this once every\n\
+                 # REX-Ray volume has been mounted through Berth, if you like.\n\
+                 adopt = \"rexray\""
+            );
+        }
         table(
             &mut out,
             &format!("services.{}.volume", svc.name),

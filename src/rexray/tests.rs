@@ -92,6 +92,11 @@ fn rbd_becomes_an_rbd_service_with_pool_and_client() {
     assert_eq!(ceph.pool.as_deref(), Some("volumes"));
     assert_eq!(ceph.client.as_deref(), Some("docker"));
     assert_eq!(
+        ceph.adopt.as_deref(),
+        Some("rexray"),
+        "REX-Ray's images adopted"
+    );
+    assert_eq!(
         ceph.keyring.as_deref(),
         Some(std::path::Path::new("/etc/ceph/ceph.client.docker.keyring"))
     );

@@ -182,6 +182,7 @@ impl VolumeService {
             return Ok(None);
         };
         let remote = remote?;
+        self.follow_adoptions(&remote);
         let names: BTreeSet<VolumeName> = remote.iter().map(|r| r.name.clone()).collect();
         let unseen: Vec<VolumeRecord> = {
             let cat = read(&self.catalog);
@@ -221,6 +222,31 @@ impl VolumeService {
             self.forget_gone_volume(name, started).await;
         }
         Ok(Some(read(&self.catalog).keys().all(|n| names.contains(n))))
+    }
+
+    /// Volumes known here as pending adoption that the listing shows
+    /// adopted (another host mounted them first): the stored record
+    /// replaces the one learnt before, unless this host mounts it.
+    fn follow_adoptions(&self, remote: &[VolumeRecord]) {
+        let adopted: Vec<VolumeRecord> = {
+            let cat = read(&self.catalog);
+            remote
+                .iter()
+                .filter(|r| !r.adoption_pending())
+                .filter(|r| {
+                    cat.get(&r.name).is_some_and(|e| {
+                        e.rec.adoption_pending()
+                            && e.rec.mount_count() == 0
+                            && e.rec.phase == Phase::Ready
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        for rec in adopted {
+            info!(service = %self.name, volume = %rec.name, "volume was adopted by another host");
+            self.learn(rec);
+        }
     }
 
     /// Drops a volume another host removed, unless it is mounted here or

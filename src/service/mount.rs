@@ -68,7 +68,7 @@ impl VolumeService {
                 rec.mounted = None;
                 store.save(&rec).map_err(state_err(&n))?;
             }
-            let fresh = driver.mount_with(&rec, &target, &how)?;
+            let fresh = driver.mount_with(&mut rec, &target, &how)?;
             let newly_mounted = rec.mounted.is_none();
             let undo = |rec: &VolumeRecord| {
                 if newly_mounted {

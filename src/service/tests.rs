@@ -841,3 +841,33 @@ async fn snapshots_of_a_shared_catalog_are_seen_by_every_host() {
     assert!(a.svc.snapshot_get("s1").is_err(), "removed elsewhere");
     assert!(a.svc.snapshot_get("s2").is_ok());
 }
+
+#[tokio::test]
+async fn a_volume_adopted_elsewhere_is_shown_adopted_here() {
+    use crate::config::Adopt;
+    use crate::state::Adoption;
+    let catalog = crate::driver::fake::SharedCatalog::default();
+    let (a, b) = shared_pair(&catalog);
+    a.svc.create("rx", &no_opts()).await.expect("create");
+    let mut rec = catalog.lock().expect("catalog")["rx"].clone();
+    rec.set_adoption(Adoption::Pending(Adopt::Rexray));
+    catalog
+        .lock()
+        .expect("catalog")
+        .insert("rx".into(), rec.clone());
+    b.svc.refresh().await.expect("refresh");
+    let view = b.svc.get("rx").expect("listed");
+    assert!(view.record.adoption_pending());
+    let status = super::views::status_map(&view, "ceph");
+    assert_eq!(status["adoption"], "pending", "{status:?}");
+    assert_eq!(status["adoptedFrom"], "rexray", "{status:?}");
+    // Another host's first mount adopted it: B follows without a mount.
+    rec.set_adoption(Adoption::Done(Adopt::Rexray));
+    catalog.lock().expect("catalog").insert("rx".into(), rec);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.svc.refresh().await.expect("refresh");
+    assert_eq!(
+        b.svc.get("rx").expect("listed").record.adoption(),
+        Some(Adoption::Done(Adopt::Rexray))
+    );
+}

@@ -315,6 +315,13 @@ impl VolumeService {
 /// (driver fields come last).
 #[derive(Debug, serde::Serialize)]
 pub struct StatusFields<'a> {
+    /// Whose storage an adopted volume was (`rexray`).
+    #[serde(rename = "adoptedFrom", skip_serializing_if = "Option::is_none")]
+    adopted_from: Option<&'static str>,
+    /// `pending` (no Berth metadata yet: the first mount adopts it) or
+    /// `adopted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adoption: Option<&'static str>,
     #[serde(rename = "availabilityZone")]
     availability_zone: &'a str,
     #[serde(rename = "copyMethod", skip_serializing_if = "Option::is_none")]
@@ -378,7 +385,10 @@ impl<'a> StatusFields<'a> {
         } else {
             r.volume_type.as_str()
         };
+        let adoption = r.adoption();
         StatusFields {
+            adopted_from: adoption.map(|a| a.from().as_str()),
+            adoption: adoption.map(|a| a.state_str()),
             availability_zone: &r.availability_zone,
             copy_method: r.copy_method().map(|m| m.as_str()),
             data_gid: r.gid,

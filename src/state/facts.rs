@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{SnapshotRecord, VolumeRecord};
+use crate::config::Adopt;
 
 /// Key of [`Facts::copy_method`].
 const COPY_METHOD_KEY: &str = "copyMethod";
@@ -14,6 +15,10 @@ const COPY_METHOD_KEY: &str = "copyMethod";
 const FROZEN_KEY: &str = "frozenMicros";
 /// Key of [`VolumeRecord::adopted`].
 const ADOPTED_KEY: &str = "berth.adopted";
+/// Key of the source of [`VolumeRecord::adoption`].
+const ADOPTED_FROM_KEY: &str = "berth.adoptedFrom";
+/// Key of the state of [`VolumeRecord::adoption`].
+const ADOPTION_KEY: &str = "berth.adoption";
 /// Key of [`VolumeRecord::requested_type`].
 const REQUESTED_TYPE_KEY: &str = "berth.requestedType";
 /// Key of [`VolumeRecord::resizing_to`].
@@ -54,6 +59,43 @@ impl CopyMethod {
         ]
         .into_iter()
         .find(|m| m.as_str() == s)
+    }
+}
+
+/// Where a volume made by another plugin is in its adoption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// Listed from the pool; no Berth metadata yet (the first mount
+    /// writes it).
+    Pending(Adopt),
+    /// Berth's metadata is on the storage: a volume like any other that
+    /// came from `Adopt`.
+    Done(Adopt),
+}
+
+impl Adoption {
+    /// Whose storage it was.
+    pub fn from(self) -> Adopt {
+        match self {
+            Adoption::Pending(a) | Adoption::Done(a) => a,
+        }
+    }
+
+    /// The word inspect shows.
+    pub fn state_str(self) -> &'static str {
+        match self {
+            Adoption::Pending(_) => "pending",
+            Adoption::Done(_) => "adopted",
+        }
+    }
+
+    fn parse(from: &str, state: &str) -> Option<Self> {
+        let a = Adopt::parse(from)?;
+        match state {
+            "pending" => Some(Adoption::Pending(a)),
+            "adopted" => Some(Adoption::Done(a)),
+            _ => None,
+        }
     }
 }
 
@@ -125,6 +167,28 @@ impl VolumeRecord {
         self.driver_data.insert(ADOPTED_KEY.into(), "true".into());
     }
 
+    /// Whether (and how far) the volume was adopted from storage another
+    /// plugin made ([`Adoption`]).
+    pub fn adoption(&self) -> Option<Adoption> {
+        Adoption::parse(
+            self.driver_data.get(ADOPTED_FROM_KEY)?,
+            self.driver_data.get(ADOPTION_KEY)?,
+        )
+    }
+
+    /// Whether the volume still waits for its first mount to be adopted.
+    pub fn adoption_pending(&self) -> bool {
+        matches!(self.adoption(), Some(Adoption::Pending(_)))
+    }
+
+    /// Records the adoption state.
+    pub fn set_adoption(&mut self, a: Adoption) {
+        self.driver_data
+            .insert(ADOPTED_FROM_KEY.into(), a.from().as_str().into());
+        self.driver_data
+            .insert(ADOPTION_KEY.into(), a.state_str().into());
+    }
+
     /// The `volumeType` a create asked for that names no pool of the
     /// service (REX-Ray's storage classes: `io1`, `gp2`…): recorded and
     /// shown; the volume lives in the default pool.
@@ -169,5 +233,20 @@ mod tests {
             assert_eq!(CopyMethod::parse(m.as_str()), Some(m));
         }
         assert_eq!(CopyMethod::parse("teleport"), None);
+    }
+
+    #[test]
+    fn adoption_round_trips_through_the_record() {
+        let mut rec: VolumeRecord = serde_json::from_str(
+            r#"{"version":1,"name":"v","id":"rbd.v","phase":"ready","created_at":"",
+               "size":0,"fs_type":"ext4","uid":0,"gid":0,"mode":493}"#,
+        )
+        .expect("record");
+        assert_eq!(rec.adoption(), None);
+        rec.set_adoption(Adoption::Pending(Adopt::Rexray));
+        assert!(rec.adoption_pending());
+        rec.set_adoption(Adoption::Done(Adopt::Rexray));
+        assert_eq!(rec.adoption(), Some(Adoption::Done(Adopt::Rexray)));
+        assert!(!rec.adoption_pending());
     }
 }

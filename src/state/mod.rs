@@ -23,7 +23,7 @@ pub use format::{OLDEST_RECORD_VERSION, RECORD_VERSION};
 /// `driver_data` key of a volume record while a resize is in progress
 /// (see [`VolumeRecord::resizing_to`]).
 pub use facts::RESIZING_KEY;
-pub use facts::{CopyMethod, Facts};
+pub use facts::{Adoption, CopyMethod, Facts};
 
 /// Where a volume is in its lifecycle, as recorded on disk.
 ///

@@ -199,6 +199,28 @@ pub fn probe_fs_type(dev: &Path, timeout: Duration) -> SysResult<Option<String>>
     }
 }
 
+/// Whether the first `len` bytes of `path` (a device or an image file)
+/// read as zeros: what a never-written image holds. A shorter file is
+/// read to its end.
+pub fn reads_as_zeros(path: &Path, len: u64) -> SysResult<bool> {
+    use std::io::Read;
+    crate::step::enter(format!("read {}", path.display()));
+    let f = fs::File::open(path).map_err(|e| SysError::io("open", path, e))?;
+    let mut r = f.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| SysError::io("read", path, e))?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+    }
+}
+
 /// Creates `dir` with owner and mode if it does not exist yet. An existing
 /// directory is left as it is: its owner may have been changed on purpose
 /// by a container.

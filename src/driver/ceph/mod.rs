@@ -31,6 +31,11 @@ use crate::sys::ceph::{CephConfig, CephError, Cluster};
 /// Metadata key holding a volume's record in Ceph.
 pub const META_KEY: &str = "berth.volume";
 
+/// Metadata key an rbd create puts on its image at once (the volume's
+/// id): an image that has it is Berth's, being made (or left by an
+/// interrupted create), and never adopted ([`rbd`]'s `adopt`).
+pub const CREATING_KEY: &str = "berth.creating";
+
 /// Prefix of the metadata keys (on the snapshot's volume) holding the
 /// records of its snapshots: `berth.snapshot.<name>`.
 pub const SNAP_META_PREFIX: &str = "berth.snapshot.";
@@ -56,12 +61,18 @@ pub fn make(settings: &Settings, name: &str) -> Arc<dyn Driver> {
             filesystem.clone(),
             group.clone(),
         )),
-        DriverSettings::Rbd { ceph, pool } => Arc::new(rbd::RbdDriver::new(
-            Backend::new(name, ceph),
-            pool.clone(),
-            fuse_root,
-            settings.daemon.command_timeout,
-        )),
+        DriverSettings::Rbd { ceph, pool, adopt } => {
+            let mut d = rbd::RbdDriver::new(
+                Backend::new(name, ceph),
+                pool.clone(),
+                fuse_root,
+                settings.daemon.command_timeout,
+            );
+            if let Some(from) = adopt {
+                d = d.adopting(*from, &svc.policy);
+            }
+            Arc::new(d)
+        }
         DriverSettings::Loop { .. } => unreachable!("make is only called for Ceph services"),
     }
 }

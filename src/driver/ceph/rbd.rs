@@ -36,6 +36,7 @@ use crate::sys::ceph::{self as sysceph, RbdPool};
 use crate::sys::{blockfs, fsutil, loopdev, mounts, mounts::MountTable};
 use crate::volume::VolumeName;
 
+mod adopt;
 mod format;
 mod hold;
 
@@ -60,6 +61,8 @@ pub struct RbdDriver {
     attaching: Arc<Mutex<BTreeSet<String>>>,
     /// The service's catalog index.
     index: Arc<Index>,
+    /// Images of another plugin shown and adopted (`adopt`).
+    adopt: Option<adopt::Adopting>,
 }
 
 /// How long start-up (and a new attach) waits for a leftover rbd-fuse
@@ -87,6 +90,7 @@ impl RbdDriver {
             held: Arc::default(),
             holds: hold::Holds::default(),
             attaching: Arc::default(),
+            adopt: None,
         }
     }
 
@@ -314,13 +318,20 @@ impl RbdDriver {
     fn attach(
         &self,
         pool: &RbdPool,
-        rec: &VolumeRecord,
+        rec: &mut VolumeRecord,
         target: &Path,
         how: &MountHow,
     ) -> DriverResult<MountRecord> {
-        let name = rec.name.as_str();
+        let owned = rec.name.to_string();
+        let name = owned.as_str();
         self.acquire(pool, name, how.preempt)?;
         let undo_lock = || self.release(name);
+        if rec.adoption_pending() {
+            if let Err(e) = self.adopt_locked(pool, rec) {
+                undo_lock();
+                return Err(e);
+            }
+        }
         let file = match self.expose(name) {
             Ok(f) => f,
             Err(e) => {
@@ -335,6 +346,11 @@ impl RbdDriver {
             undo_lock();
             hidden
         };
+        if rec.adoption_pending() {
+            if let Err(e) = self.adopt_filesystem(rec, &file) {
+                return Err(e.undone(undo_expose()));
+            }
+        }
         let device = match blockfs::attach_and_mount(&file, target, rec.fs_type, 0o755) {
             Ok(d) => d,
             Err(e) => {
@@ -345,6 +361,9 @@ impl RbdDriver {
         lock(&self.held).insert(name.to_string());
         self.holds.forget(name);
         info!(volume = %name, host = %self.b.host(), via = ATTACH_METHOD, "image attached and locked by this host");
+        if let Err(e) = self.adopt_record(pool, rec) {
+            return Err(e.undone(self.detach(rec, target)));
+        }
         Ok(MountRecord {
             device,
             target: target.to_path_buf(),
@@ -403,17 +422,22 @@ impl RbdDriver {
         hidden
     }
 
-    /// A full copy of `src@snap` as image `dst` (clone, then flatten).
+    /// A full copy of `src@snap` as the image of `rec` (clone, then
+    /// flatten).
     fn copy_from_snapshot(
         &self,
         pool: &RbdPool,
-        dst: &str,
+        rec: &VolumeRecord,
         src: &str,
         snap: &str,
         progress: Option<&Progress>,
     ) -> DriverResult<()> {
+        let dst = rec.name.as_str();
         pool.clone_image(src, snap, dst)
             .map_err(|e| self.b.fail(dst, "clone image", e))?;
+        if let Err(e) = self.mark_creating(pool, rec) {
+            return Err(e.undone(self.remove_image(pool, dst)));
+        }
         if let Some(p) = progress {
             p.set(0, 1);
         }
@@ -510,6 +534,9 @@ impl Driver for RbdDriver {
                         self.b.fail(&name, "create image", e)
                     }
                 })?;
+                if let Err(e) = self.mark_creating(&pool, rec) {
+                    return Err(e.undone(self.remove_image(&pool, &name)));
+                }
                 if let Err(e) = self.format(&pool, rec) {
                     return Err(e.undone(self.remove_image(&pool, &name)));
                 }
@@ -520,10 +547,11 @@ impl Driver for RbdDriver {
                     .get("image")
                     .cloned()
                     .unwrap_or_else(|| s.volume.to_string());
-                self.copy_from_snapshot(&pool, &name, &image, s.name.as_str(), how.progress)?;
+                self.copy_from_snapshot(&pool, rec, &image, s.name.as_str(), how.progress)?;
                 rec.set_copy_method(CopyMethod::RbdClone);
             }
             Some(CreateSource::Volume(v)) => {
+                self.refuse_pending(v, "a clone")?;
                 let src = v.name.as_str();
                 let tmp = format!("berth-clone-{}", rec.id);
                 let freeze_at = v
@@ -545,7 +573,7 @@ impl Driver for RbdDriver {
                     .map_err(|e| self.b.fail(src, "protect snapshot", e));
                 let was_protected = protected.is_ok();
                 let made = protected
-                    .and_then(|_| self.copy_from_snapshot(&pool, &name, src, &tmp, how.progress));
+                    .and_then(|_| self.copy_from_snapshot(&pool, rec, src, &tmp, how.progress));
                 let dropped = self.drop_snapshot(&pool, src, &tmp, was_protected);
                 match (made, dropped) {
                     (Err(cause), dropped) => return Err(cause.undone(dropped)),
@@ -623,24 +651,24 @@ impl Driver for RbdDriver {
     }
 
     fn mount(&self, rec: &VolumeRecord, target: &Path) -> DriverResult<MountRecord> {
-        self.mount_with(rec, target, &MountHow::default())
+        self.mount_with(&mut rec.clone(), target, &MountHow::default())
     }
 
     fn mount_with(
         &self,
-        rec: &VolumeRecord,
+        rec: &mut VolumeRecord,
         target: &Path,
         how: &MountHow,
     ) -> DriverResult<MountRecord> {
-        let name = rec.name.as_str();
-        let file = self.fuse_dir(name).join(name);
+        let name = rec.name.to_string();
+        let file = self.fuse_dir(&name).join(&name);
         if let Some(m) = crate::driver::existing_loop_mount(rec, target, &file)? {
             return Ok(m);
         }
-        let pool = self.pool(name)?;
-        lock(&self.attaching).insert(name.to_string());
+        let pool = self.pool(&name)?;
+        lock(&self.attaching).insert(name.clone());
         let attached = self.attach(&pool, rec, target, how);
-        lock(&self.attaching).remove(name);
+        lock(&self.attaching).remove(&name);
         attached
     }
 
@@ -710,15 +738,29 @@ impl Driver for RbdDriver {
     }
 
     fn catalog_list(&self) -> DriverResult<Vec<VolumeRecord>> {
-        self.index.volumes()
+        let mut volumes = self.index.volumes()?;
+        let adoptable = self.adoptable(&volumes)?;
+        volumes.extend(adoptable);
+        Ok(volumes)
     }
 
     fn catalog_version(&self) -> DriverResult<Option<u64>> {
-        self.index.built_version()
+        let index = self.index.built_version()?;
+        self.with_adoptable_version(index)
     }
 
     fn catalog_get(&self, name: &VolumeName) -> DriverResult<Option<VolumeRecord>> {
-        self.index.volume(name.as_str())
+        match self.index.volume(name.as_str())? {
+            Some(rec) => Ok(Some(rec)),
+            None => self.adoptable_one(name),
+        }
+    }
+
+    fn fs_label(&self, rec: &VolumeRecord) -> String {
+        if rec.adoption_pending() {
+            return "(found at the first mount)".into();
+        }
+        rec.fs_type.as_str().to_string()
     }
 
     fn snapshot_catalog_list(&self) -> DriverResult<Vec<SnapshotRecord>> {
@@ -748,6 +790,7 @@ impl Driver for RbdDriver {
         snap: &mut SnapshotRecord,
         progress: &Progress,
     ) -> DriverResult<()> {
+        self.refuse_pending(rec, "a snapshot")?;
         let name = rec.name.as_str();
         let pool = self.pool(name)?;
         let sname = snap.name.as_str();
@@ -799,6 +842,7 @@ impl Driver for RbdDriver {
     }
 
     fn resize(&self, rec: &VolumeRecord, new_size: u64) -> DriverResult<()> {
+        self.refuse_pending(rec, "a resize")?;
         let name = rec.name.as_str();
         if rec.mounted.is_some() {
             return Err(DriverError::Conflict {

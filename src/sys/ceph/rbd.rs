@@ -18,6 +18,7 @@ use libc::{c_char, c_int, size_t};
 use super::rbd_ffi as ffi;
 use super::{check, cstr, Cluster, Result};
 
+mod directory;
 mod import;
 
 /// A lock holder, as `rbd lock ls` shows it.
