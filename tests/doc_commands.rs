@@ -85,3 +85,60 @@ fn markers_parse() {
     let loose = docblocks::unfenced_commands("t.md", "text\n\n    berth volume ls\n\n    volume x: output\n");
     assert_eq!(loose, vec!["t.md:3: berth volume ls".to_string()]);
 }
+
+#[test]
+fn root_documented_commands_run_against_berthd_and_dockerd() {
+    let name = "root_documented_commands_run_against_berthd_and_dockerd";
+    if !common::can_use_storage(name) {
+        return;
+    }
+    for tool in ["dockerd", "docker", "unshare", "curl", "ip", "mkfs.xfs"] {
+        if !common::which(tool) {
+            eprintln!("SKIPPED (needs {tool}): {name}");
+            return;
+        }
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIPPED (needs /bin/busybox from busybox-static): {name}");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("berth-docs-")
+        .tempdir()
+        .expect("tempdir");
+    let blocks = dir.path().join("blocks");
+    std::fs::create_dir(&blocks).expect("mkdir");
+    let mut files = Vec::new();
+    for (n, b) in docblocks::all(&root())
+        .iter()
+        .filter(|b| b.runs_in(&Place::Daemon))
+        .enumerate()
+    {
+        let f = blocks.join(format!("{n:02}.sh"));
+        std::fs::write(&f, format!("# {}\n{}", b.at(), b.script())).expect("write block");
+        files.push(f);
+    }
+    let work = dir.path().join("w");
+    let bindir = Path::new(env!("CARGO_BIN_EXE_berth"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/docs.sh"))
+        .arg(&work)
+        .arg(env!("CARGO_BIN_EXE_berthd"))
+        .arg(&bindir)
+        .args(&files)
+        .output()
+        .expect("run docs.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    let log = |f: &str| std::fs::read_to_string(work.join(f)).unwrap_or_default();
+    assert!(
+        out.status.success() && stdout.contains(&format!("{} passed, 0 failed", files.len() + 3)),
+        "documented commands failed:\n{stdout}\n{}\n--- checks.log\n{}\n--- berthd.log\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log("checks.log"),
+        log("berthd.log")
+    );
+    assert!(common::leftovers_under(dir.path()).is_empty());
+}
