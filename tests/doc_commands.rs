@@ -23,7 +23,11 @@ fn root() -> PathBuf {
 #[test]
 fn every_shell_block_is_run_or_marked_an_illustration() {
     let blocks = docblocks::all(&root());
-    assert!(blocks.len() >= 10, "only {} shell blocks found", blocks.len());
+    assert!(
+        blocks.len() >= 10,
+        "only {} shell blocks found",
+        blocks.len()
+    );
     let unmarked: Vec<String> = blocks
         .iter()
         .filter_map(|b| match &b.marker {
@@ -47,7 +51,11 @@ fn every_shell_block_is_run_or_marked_an_illustration() {
     for b in &blocks {
         if let Marker::Runs { vars, .. } = &b.marker {
             for (k, _) in vars {
-                assert!(b.text.contains(k.as_str()), "{}: {k} is not in the block", b.at());
+                assert!(
+                    b.text.contains(k.as_str()),
+                    "{}: {k} is not in the block",
+                    b.at()
+                );
             }
         }
     }
@@ -80,9 +88,15 @@ fn markers_parse() {
     assert_eq!(b[0].line, 3);
     assert_eq!(b[0].script(), "systemctl start berth@doc.socket NAMED\n");
     assert!(matches!(b[1].marker, Marker::Missing(None)));
-    assert!(matches!(b[2].marker, Marker::Missing(Some(_))), "a reason that short is no reason");
+    assert!(
+        matches!(b[2].marker, Marker::Missing(Some(_))),
+        "a reason that short is no reason"
+    );
     assert!(matches!(&b[3].marker, Marker::Illustration(r) if r == "needs a Ceph cluster"));
-    let loose = docblocks::unfenced_commands("t.md", "text\n\n    berth volume ls\n\n    volume x: output\n");
+    let loose = docblocks::unfenced_commands(
+        "t.md",
+        "text\n\n    berth volume ls\n\n    volume x: output\n",
+    );
     assert_eq!(loose, vec!["t.md:3: berth volume ls".to_string()]);
 }
 

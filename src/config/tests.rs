@@ -303,7 +303,8 @@ fn ceph_services_have_defaults_and_named_errors() {
 /// host included); berthd hands them to the build with Ceph (cephexec).
 #[test]
 fn ceph_services_parse_in_every_build() {
-    let s = Settings::from_str_with_source("[services.x]\ndriver = \"rbd\"\n", None).expect("parse");
+    let s =
+        Settings::from_str_with_source("[services.x]\ndriver = \"rbd\"\n", None).expect("parse");
     assert_eq!(s.ceph_services(), vec!["x (rbd)".to_string()]);
     assert!(Settings::builtin().ceph_services().is_empty());
 }

@@ -110,7 +110,10 @@ fn parse_marker(line: &str) -> Marker {
             _ => None,
         };
         let vars: Option<Vec<(String, String)>> = words
-            .map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .map(|w| {
+                w.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect();
         if let (Some(place), Some(vars)) = (place, vars) {
             return Marker::Runs { place, vars };
@@ -161,9 +164,25 @@ pub fn blocks_of(file: &str, text: &str) -> Vec<Block> {
 /// in a fenced `sh` block, where the marker applies. `file:line: text`.
 pub fn unfenced_commands(file: &str, text: &str) -> Vec<String> {
     const WORDS: &[&str] = &[
-        "berth", "berthd", "dvdcli", "docker", "systemctl", "journalctl", "apt", "apt-get",
-        "dpkg", "dpkg-buildpackage", "cargo", "sudo", "scripts/", "tests/", "mkdir", "rbd",
-        "ceph", "mount", "CARGO_TARGET_DIR=",
+        "berth",
+        "berthd",
+        "dvdcli",
+        "docker",
+        "systemctl",
+        "journalctl",
+        "apt",
+        "apt-get",
+        "dpkg",
+        "dpkg-buildpackage",
+        "cargo",
+        "sudo",
+        "scripts/",
+        "tests/",
+        "mkdir",
+        "rbd",
+        "ceph",
+        "mount",
+        "CARGO_TARGET_DIR=",
     ];
     let mut out = Vec::new();
     let mut fenced = false;

@@ -8,7 +8,10 @@
 # socket activation, sd-notify status, journald fields, adding a service,
 # crash recovery, reload, an idle daemon behind its socket, upgrade,
 # remove and purge, and an upgrade from the fixtures' release with a
-# container running. Prints one line per check and "N passed, N failed";
+# container running, the documented commands marked `runs: systemd` (the
+# scripts in $BERTH_DOC_BLOCKS, which tests/systemd_nspawn.rs writes), and
+# the package berth-ceph on a machine that had no Ceph library.
+# Prints one line per check and "N passed, N failed";
 # exits non-zero when a check failed.
 #
 # Run as root: tests/systemd/run.sh
