@@ -275,6 +275,13 @@ pub async fn run(
     passed: Vec<(String, std::os::unix::net::UnixListener)>,
 ) -> Result<(), DaemonError> {
     let started = Instant::now();
+    let ceph = settings.ceph_services();
+    if !cfg!(feature = "ceph") && !ceph.is_empty() {
+        return Err(DaemonError::Runtime(crate::cephexec::missing_message(
+            &ceph,
+            &crate::cephexec::helper_path(),
+        )));
+    }
     let mut sig = Signals::install()?;
     // Serving starts now; calls that need the volumes wait until they
     // are loaded.

@@ -46,6 +46,7 @@ macro_rules! failpoint {
 }
 
 pub mod api;
+pub mod cephexec;
 pub mod cli;
 pub mod client;
 pub mod config;

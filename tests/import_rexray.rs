@@ -19,7 +19,13 @@ fn berth(args: &[&str]) -> Output {
 }
 
 fn check_config(file: &Path) -> Output {
+    check_config_with(file, Path::new("/nonexistent/berthd-ceph"))
+}
+
+/// `berthd --check-config`, with `helper` as the berthd built with Ceph.
+fn check_config_with(file: &Path, helper: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_berthd"))
+        .env("BERTH_CEPH_BERTHD", helper)
         .arg("--check-config")
         .arg("--config")
         .arg(file)
@@ -89,10 +95,33 @@ fn rbd_config_becomes_an_rbd_service() {
     if cfg!(feature = "ceph") {
         assert!(check.status.success(), "{}\n{toml}", text(&check.stderr));
     } else {
-        // Without the ceph feature berthd has no rbd driver, and says so.
+        // Without the ceph feature berthd has no rbd driver: it names the
+        // package that has one.
         let err = text(&check.stderr);
-        assert!(err.contains("built without Ceph support"), "{err}");
+        assert!(err.contains("install the package berth-ceph"), "{err}");
     }
+}
+
+/// A berthd without Ceph hands a Ceph configuration to the berthd built
+/// with it: same process, same arguments (docs/systemd.md, "Packages").
+#[test]
+fn without_ceph_berthd_runs_the_ceph_build_with_its_arguments() {
+    if cfg!(feature = "ceph") {
+        return; // this berthd serves Ceph itself
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("config.toml");
+    std::fs::write(&conf, "[services.vols]\ndriver = \"rbd\"\n").expect("write config");
+    let helper = dir.path().join("berthd-ceph");
+    std::fs::write(&helper, "#!/bin/sh\necho \"ceph build: $*\"\n").expect("write helper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = check_config_with(&conf, &helper);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("ceph build: --check-config --config {}", conf.display())
+    );
 }
 
 #[test]

@@ -7,6 +7,10 @@
 //! script prints one line per check; this test fails unless it ends with
 //! "N passed, 0 failed".
 //!
+//! It also hands run.sh the commands of README.md and docs/*.md marked
+//! `runs: systemd` (tests/common/docblocks.rs), which it runs in the
+//! machine, one check each.
+//!
 //! Needs root and the tools `.ci/run` installs; without them it prints a
 //! SKIPPED line and passes. `BERTH_SKIP_SYSTEMD_TEST=1` skips it too.
 
@@ -15,6 +19,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
+
+#[path = "common/docblocks.rs"]
+mod docblocks;
 
 /// A cold run (crates, rootfs and two release builds from scratch: this
 /// tree's and, once, the fixtures' release) takes a while on two cores;
@@ -77,6 +84,21 @@ fn root_package_and_units_under_systemd() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let script = root.join("tests/systemd/run.sh");
     let summary = tempfile::NamedTempFile::new().expect("summary file");
+    // The documented commands marked `runs: systemd`, one script each,
+    // for run.sh to run in the machine (tests/common/docblocks.rs).
+    let blocks = tempfile::tempdir().expect("doc blocks dir");
+    let doc = docblocks::all(&root);
+    let mut n = 0;
+    for b in doc.iter().filter(|b| b.runs_in(&docblocks::Place::Systemd)) {
+        n += 1;
+        let name = format!("{n:02}-{}-{}.sh", b.file.replace('/', "-"), b.line);
+        std::fs::write(
+            blocks.path().join(name),
+            format!("# {}\n{}", b.at(), b.script()),
+        )
+        .expect("write doc block");
+    }
+    assert!(n > 0, "no block of the docs is marked `runs: systemd`");
     let started = Instant::now();
     // Output goes straight to the terminal, check by check, as it happens.
     let mut child = Command::new("bash")
@@ -86,6 +108,7 @@ fn root_package_and_units_under_systemd() {
         // of this `cargo test` is locked while it runs.
         .env_remove("CARGO_TARGET_DIR")
         .env("BERTH_TEST_SUMMARY", summary.path())
+        .env("BERTH_DOC_BLOCKS", blocks.path())
         .stdin(Stdio::null())
         .spawn()
         .expect("run tests/systemd/run.sh");

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use berth::cephexec::Handoff;
 use berth::config::{Settings, DEFAULT_PATH};
 use berth::daemon::{self, ConfigSource};
 use clap::Parser;
@@ -69,6 +70,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Ceph services: the berthd of the package berth-ceph serves them
+    // (same process, same arguments), before anything else is set up.
+    match berth::cephexec::decide(
+        &settings,
+        cfg!(feature = "ceph"),
+        &berth::cephexec::helper_path(),
+    ) {
+        Handoff::Serve => {}
+        Handoff::Exec(helper) => {
+            let e = berth::cephexec::exec(&helper, std::env::args_os().skip(1));
+            eprintln!("berthd: cannot run {}: {e}", helper.display());
+            return ExitCode::from(2);
+        }
+        Handoff::Missing(why) => {
+            eprintln!("berthd: {why}");
+            return ExitCode::from(2);
+        }
+    }
     if args.check_config {
         print!("{}", describe(&settings));
         return ExitCode::SUCCESS;

@@ -332,12 +332,6 @@ impl Settings {
                     pools: BTreeMap::new(),
                 },
                 "cephfs" | "rbd" => {
-                    if !cfg!(feature = "ceph") {
-                        return Err(err(format!(
-                            "{key}.driver: this berthd was built without Ceph support (cargo feature \"ceph\"); the {:?} driver is not available",
-                            rs.driver
-                        )));
-                    }
                     let rc = rs.ceph.clone().unwrap_or_default();
                     let ceph = resolve_ceph(&rc, &format!("{key}.ceph")).map_err(err)?;
                     if rs.image_dir.is_some() || rs.pools.is_some() {
@@ -500,6 +494,16 @@ impl Settings {
     /// Directory of the state records of `service`.
     pub fn records_dir(&self, service: &str) -> PathBuf {
         self.daemon.state_dir.join("records").join(service)
+    }
+
+    /// The services on a Ceph driver (cephfs, rbd), as `NAME (driver)`:
+    /// what a berthd built without the ceph feature cannot serve itself.
+    pub fn ceph_services(&self) -> Vec<String> {
+        self.services
+            .values()
+            .filter(|s| !matches!(s.driver, DriverSettings::Loop { .. }))
+            .map(|s| format!("{} ({})", s.name, s.driver.kind()))
+            .collect()
     }
 }
 

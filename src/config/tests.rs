@@ -300,14 +300,14 @@ fn ceph_services_have_defaults_and_named_errors() {
     }
 }
 
-#[cfg(not(feature = "ceph"))]
+/// Every build reads Ceph services (the berth command of a loop-only
+/// host included); berthd hands them to the build with Ceph (cephexec).
 #[test]
-fn ceph_drivers_need_the_feature() {
-    let e = err_of("[services.x]\ndriver = \"rbd\"\n");
-    assert!(
-        e.contains("services.x.driver") && e.contains("without Ceph support"),
-        "{e}"
-    );
+fn ceph_services_parse_in_every_build() {
+    let s =
+        Settings::from_str_with_source("[services.x]\ndriver = \"rbd\"\n", None).expect("parse");
+    assert_eq!(s.ceph_services(), vec!["x (rbd)".to_string()]);
+    assert!(Settings::builtin().ceph_services().is_empty());
 }
 
 #[test]

@@ -43,7 +43,7 @@ pub fn make(settings: &crate::config::Settings, name: &str) -> std::sync::Arc<dy
         DriverSettings::Cephfs { .. } | DriverSettings::Rbd { .. } => ceph::make(settings, name),
         #[cfg(not(feature = "ceph"))]
         DriverSettings::Cephfs { .. } | DriverSettings::Rbd { .. } => {
-            unreachable!("config refuses Ceph drivers in builds without the ceph feature")
+            unreachable!("daemon::run refuses Ceph services in builds without the ceph feature")
         }
     }
 }

@@ -34,11 +34,15 @@ BOX_MIRROR=$(box_mirror)
 # Docker runs inside the machine: its volume mounts have to be in the
 # mount namespace where berthd mounts (nspawn's namespace is a slave of
 # the host's, so nothing mounted inside ever reaches a host dockerd).
-BOX_PACKAGES="systemd,systemd-sysv,dbus,init-system-helpers,e2fsprogs,docker.io,busybox-static,librados2,librbd1"
+# No Ceph libraries: the package berth must work without them. They are
+# downloaded into /root/ceph-debs for the test of berth-ceph (the machine
+# has no network), with whatever else they need.
+BOX_PACKAGES="systemd,systemd-sysv,dbus,init-system-helpers,e2fsprogs,docker.io,busybox-static"
+BOX_CEPH_PACKAGES="librados2 librbd1"
 BOX_DOCKER_CONFIG='{"storage-driver": "vfs", "iptables": false, "ip6tables": false, "bridge": "none"}'
 # Bump when the hooks below change.
-BOX_REV=1
-BOX_KEY=$(printf '%s\n' "$BOX_SUITE" "$BOX_MIRROR" "$BOX_PACKAGES" "$BOX_DOCKER_CONFIG" "$BOX_REV" | sha256sum | cut -c1-16)
+BOX_REV=2
+BOX_KEY=$(printf '%s\n' "$BOX_SUITE" "$BOX_MIRROR" "$BOX_PACKAGES" "$BOX_CEPH_PACKAGES" "$BOX_DOCKER_CONFIG" "$BOX_REV" | sha256sum | cut -c1-16)
 BOX_TARBALL="$BOX_CACHE/rootfs-$BOX_SUITE-$BOX_KEY.tar"
 
 BOX_NAME=""
@@ -69,6 +73,8 @@ box_rootfs() {
         --customize-hook='echo berth-test > "$1/etc/hostname"' \
         --customize-hook='rm -f "$1/etc/machine-id"; touch "$1/etc/machine-id"' \
         --customize-hook="mkdir -p \"\$1/etc/docker\"; echo '$BOX_DOCKER_CONFIG' > \"\$1/etc/docker/daemon.json\"" \
+        --customize-hook="chroot \"\$1\" apt-get install -q -y --download-only $BOX_CEPH_PACKAGES" \
+        --customize-hook='mkdir -p "$1/root/ceph-debs" && mv "$1"/var/cache/apt/archives/*.deb "$1/root/ceph-debs/"' \
         --customize-hook='rm -rf "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/*' \
         "$BOX_SUITE" "$BOX_TARBALL.tmp" "$BOX_MIRROR" >"$log" 2>&1; then
         tail -n 30 "$log" >&2

@@ -8,7 +8,10 @@
 # socket activation, sd-notify status, journald fields, adding a service,
 # crash recovery, reload, an idle daemon behind its socket, upgrade,
 # remove and purge, and an upgrade from the fixtures' release with a
-# container running. Prints one line per check and "N passed, N failed";
+# container running, the documented commands marked `runs: systemd` (the
+# scripts in $BERTH_DOC_BLOCKS, which tests/systemd_nspawn.rs writes), and
+# the package berth-ceph on a machine that had no Ceph library.
+# Prints one line per check and "N passed, N failed";
 # exits non-zero when a check failed.
 #
 # Run as root: tests/systemd/run.sh
@@ -95,7 +98,7 @@ cleanup() {
             # autoclear detached the loop devices under those mounts.
             local left
             left=$(grep -l "^$BOX_ROOT/" /sys/block/loop*/loop/backing_file 2>/dev/null)
-            check "10 machine halted, no loop device left on its images${left:+: $left}" test -z "$left"
+            check "11 machine halted, no loop device left on its images${left:+: $left}" test -z "$left"
         fi
         box_remove
         rm -rf --one-file-system "$WORK"
@@ -128,13 +131,15 @@ build_deb() {
         tail -n 40 "$WORK/build.log"
         return 1
     }
-    mv "$BUILD"/../berth_*.deb "$DEBS/" && rm -f "$BUILD"/../berth_*.buildinfo "$BUILD"/../berth_*.changes
+    mv "$BUILD"/../berth_*.deb "$BUILD"/../berth-ceph_*.deb "$DEBS/" &&
+        rm -f "$BUILD"/../berth_*.buildinfo "$BUILD"/../berth_*.changes
 }
 V1=$(cd "$BUILD" && dpkg-parsechangelog -S Version)
 V2="$V1+upgradetest1"
 build_deb || die "0 dpkg-buildpackage -b -us -uc"
 ok "0 dpkg-buildpackage -b -us -uc: berth_${V1}"
 DEB1=$(ls "$DEBS"/berth_"${V1}"_*.deb)
+DEBC1=$(ls "$DEBS"/berth-ceph_"${V1}"_*.deb)
 {
     printf 'berth (%s) unstable; urgency=medium\n\n  * Rebuild for the upgrade test.\n\n -- %s  %s\n\n' \
         "$V2" "$(cd "$BUILD" && dpkg-parsechangelog -S Maintainer)" "$(date -R)"
@@ -143,6 +148,7 @@ DEB1=$(ls "$DEBS"/berth_"${V1}"_*.deb)
 build_deb || die "0 rebuilt package berth_${V2}"
 ok "0 rebuilt package berth_${V2}"
 DEB2=$(ls "$DEBS"/berth_"${V2}"_*.deb 2>/dev/null)
+DEBC2=$(ls "$DEBS"/berth-ceph_"${V2}"_*.deb 2>/dev/null)
 
 # The package of the commit that wrote tests/fixtures/v1 (section 9),
 # built once and kept in $CACHE/old-debs/COMMIT.
@@ -171,7 +177,7 @@ DEBOLD=$(ls "$OLDDEBS"/berth_*.deb 2>/dev/null)
 [ -z "$OLD" ] || check "0 package of the fixtures' commit ${OLD:0:7}: ${DEBOLD:-none}" test -n "$DEBOLD"
 
 LINTIAN="$WORK/lintian.txt"
-lintian --fail-on error "$DEB1" >"$LINTIAN" 2>&1
+lintian --fail-on error "$DEB1" "$DEBC1" >"$LINTIAN" 2>&1
 LRC=$?
 grep -E '^[EW]: ' "$LINTIAN" | sed 's/^/     | /'
 check "0 lintian: no errors ($(grep -c '^W: ' "$LINTIAN") warning(s))" test "$LRC" = 0
@@ -187,7 +193,7 @@ say "booting"
 box_boot "berth-test-${WORK##*.}" "$WORK" --private-network --capability=all \
     --system-call-filter='@keyring bpf' || die "boot"
 say "booted"
-cp "$DEB1" "$DEB2" "$BOX_ROOT/root/"
+cp "$DEB1" "$DEB2" "$DEBC2" "$BOX_ROOT/root/"
 if [ -n "$DEBOLD" ]; then
     mkdir -p "$BOX_ROOT/root/old" && cp "$DEBOLD" "$BOX_ROOT/root/old/"
 fi
@@ -226,9 +232,18 @@ DEBNAME1=$(basename "$DEB1")
 # A host without the group docker (Docker installed later, or never):
 # berth@.socket's SocketGroup=docker needs it, the package makes it.
 X groupdel docker >/dev/null 2>&1
+# The rootfs leaves out the manual pages and docs of its own packages
+# (dpkg path-exclude); Berth's are checked below, so they install.
+X rm -f /etc/dpkg/dpkg.cfg.d/99mmdebstrap
 X sh -c "cd /root && apt-get install -y -q ./$DEBNAME1" >"$WORK/install.log" 2>&1
 check "1 apt-get install ./$DEBNAME1" test $? = 0 || tail -n 20 "$WORK/install.log"
 check "1 the package made the missing group docker" X getent group docker
+# The package berth needs no Ceph library (berth-ceph has the Ceph build).
+check "1 no Ceph library in the machine: dpkg -s librados2 librbd1 fail, no librados.so" \
+    X sh -c '! dpkg -s librados2 >/dev/null 2>&1 && ! dpkg -s librbd1 >/dev/null 2>&1 &&
+             ! ls /usr/lib/*/librados.so* /usr/lib/*/librbd.so* 2>/dev/null'
+check "1 berthd and berth run without them (berthd --version, berth --version)" \
+    quiet X sh -c 'berthd --version && berth --version'
 out=$(X systemd-analyze verify /lib/systemd/system/berth@berth.socket /lib/systemd/system/berth@berth.service 2>&1)
 check "1 systemd-analyze verify berth@.socket berth@.service: no output${out:+ ($out)}" test -z "$out"
 check "1 berth@berth.socket enabled and listening" \
@@ -286,6 +301,12 @@ mounted_src() { X findmnt -n -o SOURCE --mountpoint "/var/lib/berth/volumes/$1" 
 V1SRC=$(mounted_src v1)
 check "2 v1 mounted at /var/lib/berth/volumes/v1 (${V1SRC:-not mounted}) while keeper runs" \
     test -n "$V1SRC"
+# berth-metrics.service once, as its timer would run it.
+X mkdir -p /var/lib/prometheus/node-exporter
+check "2 systemctl start berth-metrics.service" logged X systemctl start berth-metrics.service
+check "2 it wrote /var/lib/prometheus/node-exporter/berth-berth.prom: berth_up 1, v1 counted" \
+    X sh -c 'f=/var/lib/prometheus/node-exporter/berth-berth.prom &&
+        grep -q "^berth_up{service=\"berth\"} 1" $f && grep -q "^berth_volumes{service=\"berth\"} 1" $f'
 
 # Members of the group docker use the plugin and the berth command;
 # other users are refused by the socket's mode.
@@ -411,6 +432,37 @@ check "7 the request re-activated berth@berth.service" X systemctl is-active -q 
 PID=$(X systemctl show -P MainPID berth@berth.service)
 
 ########################################################################
+# D. The documented commands marked `runs: systemd` (README.md,
+#    docs/*.md), one check each; tests/systemd_nspawn.rs extracts them.
+########################################################################
+if [ -n "${BERTH_DOC_BLOCKS:-}" ] && [ -d "$BERTH_DOC_BLOCKS" ]; then
+    mkdir -p "$BOX_ROOT/root/doc-blocks" "$BOX_ROOT/root/doc-cwd"
+    cp "$BERTH_DOC_BLOCKS"/*.sh "$BOX_ROOT/root/doc-blocks/"
+    # `apt install ./berth_*.deb` in the docs: the package installed.
+    cp "$DEB1" "$BOX_ROOT/root/doc-cwd/"
+    for f in "$BOX_ROOT"/root/doc-blocks/*.sh; do
+        b=$(basename "$f")
+        at=$(sed -n '1s/^# //p' "$f")
+        X sh -c "cd /root/doc-cwd && bash -e -o pipefail /root/doc-blocks/$b" >"$WORK/doc-$b.log" 2>&1
+        check "D $at runs in the machine" test $? = 0 || sed 's/^/     | /' "$WORK/doc-$b.log" | tail -n 15
+    done
+    # Undo what they changed: the socket drop-in, the service "doc", the
+    # timer; then Docker's next request starts the daemons again.
+    X sh -c 'rm -rf /etc/systemd/system/berth@.socket.d && systemctl daemon-reload &&
+        systemctl disable -q --now berth@doc.socket berth-metrics.timer;
+        systemctl restart berth@berth.socket berth@second.socket' >>"$WORK/commands.log" 2>&1
+    D volume ls >/dev/null
+    both_active() { X systemctl is-active -q berth@berth.service berth@second.service; }
+    check "D afterwards: both daemons serve again" wait_for 10 both_active
+    check "D afterwards: sockets of group docker again" \
+        X sh -c 'test "$(stat -c %G /run/docker/plugins/berth.sock)" = docker'
+    check "D v3 still mounted from $V3SRC" test "$(mounted_src v3)" = "$V3SRC"
+    PID=$(X systemctl show -P MainPID berth@berth.service)
+else
+    say "D skipped: BERTH_DOC_BLOCKS is not set (cargo test --test systemd_nspawn sets it)"
+fi
+
+########################################################################
 # 8. Upgrade, remove, purge.
 ########################################################################
 SPID=$(X systemctl show -P MainPID berth@second.service)
@@ -465,7 +517,8 @@ check "8 install and purge without volumes: /var/lib/berth removed, said so" sta
 ########################################################################
 if [ -n "$DEBOLD" ]; then
     U0=$(date +%s%N)
-    X sh -c "cd /root/old && apt-get install -y -q ./$(basename "$DEBOLD")" >"$WORK/install-old.log" 2>&1
+    # That release's package depends on the Ceph libraries.
+    X sh -c "cd /root/old && apt-get install -y -q ./$(basename "$DEBOLD") /root/ceph-debs/*.deb" >"$WORK/install-old.log" 2>&1
     check "9 apt-get install the package of ${OLD:0:7}" test $? = 0 || tail -n 20 "$WORK/install-old.log"
     check "9 docker volume create -d berth --opt size=1 u1 (old berthd)" \
         quiet D volume create -d berth --opt size=1 u1
@@ -503,5 +556,32 @@ if [ -n "$DEBOLD" ]; then
     X sh -c "apt-get purge -y -q berth && rm -rf --one-file-system /var/lib/berth" >>"$WORK/purge.log" 2>&1
     say "9 upgrade from ${OLD:0:7} with a running container: $((($(date +%s%N) - U0) / 1000000)) ms"
 fi
+
+########################################################################
+# 10. The package berth-ceph: berthd with the Ceph drivers, run by the
+#     berthd of the package berth for a configuration with a Ceph service.
+########################################################################
+X sh -c "dpkg --purge berth-ceph berth; rm -rf --one-file-system /var/lib/berth" >/dev/null 2>&1
+DEBNAMEC2=$(basename "$DEBC2")
+X sh -c "cd /root && apt-get install -y -q ./$DEBNAME2" >"$WORK/install-10.log" 2>&1
+check "10 apt-get install ./$DEBNAME2 alone" test $? = 0 || tail -n 20 "$WORK/install-10.log"
+X sh -c 'printf "[services.vols]\ndriver = \"rbd\"\n[services.vols.ceph]\npool = \"volumes\"\n" >/root/ceph.toml'
+out=$(X berthd --check-config --config /root/ceph.toml 2>&1)
+rc=$?
+refused() { [ "$rc" = 2 ] && grep -q 'install the package berth-ceph' <<<"$out"; }
+check "10 without berth-ceph, berthd --check-config of an rbd service exits $rc: ${out//$'\n'/ }" refused
+X sh -c "cd /root && apt-get install -y -q ./$DEBNAMEC2 /root/ceph-debs/*.deb" >"$WORK/install-ceph.log" 2>&1
+check "10 apt-get install ./$DEBNAMEC2 (with the Ceph libraries)" test $? = 0 || tail -n 20 "$WORK/install-ceph.log"
+check "10 /usr/libexec/berth/berthd-ceph links librados and librbd; /usr/sbin/berthd neither" \
+    X sh -c 'ldd /usr/libexec/berth/berthd-ceph | grep -q librados && ldd /usr/libexec/berth/berthd-ceph | grep -q librbd &&
+             ! ldd /usr/sbin/berthd | grep -q -e librados -e librbd'
+out=$(X berthd --check-config --config /root/ceph.toml 2>&1)
+check "10 with berth-ceph, berthd --check-config accepts it: $(grep 'service vols' <<<"$out")" \
+    grep -q 'service vols: driver rbd' <<<"$out"
+check "10 the loop service still works beside it" \
+    X sh -c 'docker volume create -d berth --opt size=1 c1 >/dev/null && docker volume rm c1 >/dev/null'
+X sh -c "apt-get purge -y -q berth-ceph" >"$WORK/purge-ceph.log" 2>&1
+check "10 apt-get purge berth-ceph: berth stays" \
+    X sh -c '! test -e /usr/libexec/berth/berthd-ceph && dpkg -s berth >/dev/null'
 
 [ "$FAIL" = 0 ]
