@@ -126,6 +126,14 @@ tar -C "$SRC" -c --exclude=./target --exclude='./target-*' --exclude=./.git --ex
     --exclude=./debian/files --exclude='./debian/*.substvars' --exclude='./debian/*.log' \
     --exclude=./debian/debhelper-build-stamp . | tar -C "$BUILD" -x
 export CARGO_TARGET_DIR=${BERTH_TEST_TARGET_DIR:-$CACHE/target}
+# The packages built here are tested, not shipped: they are built without
+# link-time optimisation and with parallel code generation (several times
+# faster on a cold machine). What is tested is the package (files, units,
+# maintainer scripts, behaviour), which the optimiser does not change;
+# `dpkg-buildpackage` elsewhere uses Cargo.toml's release profile.
+# tests/upgrade/old-berthd.sh builds with the same settings into the same
+# target directory, so they share the compiled dependencies.
+export CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 build_deb() {
     (cd "$BUILD" && dpkg-buildpackage -b -us -uc) >>"$WORK/build.log" 2>&1 || {
         tail -n 40 "$WORK/build.log"

@@ -33,6 +33,9 @@ if [ ! -x "$cache/berthd" ]; then
     # The package test's release target directory: the dependencies built
     # for today's package are reused, only Berth itself is compiled again.
     target=${BERTH_TEST_TARGET_DIR:-${BERTH_TEST_CACHE:-/var/cache/berth-test}/target}
+    # The package test's settings (tests/systemd/run.sh): a test build,
+    # no link-time optimisation, dependencies shared with it.
+    CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
     CARGO_TARGET_DIR="$target" cargo build --release --locked \
         ${features:+--features "$features"} \
         --manifest-path "$work/Cargo.toml" --bin berthd --bin berth >&2
