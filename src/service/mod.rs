@@ -413,6 +413,8 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 #[cfg(test)]
+mod startup_tests;
+#[cfg(test)]
 mod stuck_tests;
 #[cfg(test)]
 mod takeover_tests;
