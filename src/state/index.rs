@@ -13,7 +13,9 @@
 //! gets a different timestamp even with a coarse clock.
 //!
 //! Each record in the index is paired with what the store knows the file
-//! to hold (the [`Ledger`]: inode and hash of the bytes it wrote or read).
+//! to hold (the [`Ledger`]: inode, size, mtime and hash of the bytes it
+//! wrote or read); at start each file is checked with one `stat`, so a
+//! record edited in place (the directory unchanged) is read again.
 //! A record whose in-memory copy differs from its file, a file the store
 //! did not write or read (another process's), and an unreadable record
 //! are listed by name instead, and read one by one at start.
@@ -49,20 +51,35 @@ const SETTLE: Duration = Duration::from_millis(30);
 pub struct FileMark {
     /// Inode of the file (a replacing file always has another).
     pub ino: u64,
+    /// Its size.
+    pub size: u64,
+    /// Its mtime (seconds, nanoseconds): an edit in place changes it.
+    pub mtime: (i64, i64),
     /// Hash of its bytes.
     pub hash: u64,
 }
 
 impl FileMark {
-    /// The mark of `bytes` in the file `ino`.
-    pub fn of(ino: u64, bytes: &[u8]) -> Self {
-        let mut h = std::hash::DefaultHasher::new();
-        h.write(bytes);
+    /// The mark of `bytes` in the file of metadata `m`.
+    pub fn of(m: &fs::Metadata, bytes: &[u8]) -> Self {
         FileMark {
-            ino,
-            hash: h.finish(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            hash: hash(bytes),
         }
     }
+
+    /// Whether the file of metadata `m` is still the one marked.
+    fn same_file(&self, m: &fs::Metadata) -> bool {
+        (self.ino, self.size, self.mtime) == (m.ino(), m.len(), (m.mtime(), m.mtime_nsec()))
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
 }
 
 /// The marks of the records a store wrote or read, shared by its clones.
@@ -221,7 +238,7 @@ impl<T: StoredRecord> Store<T> {
                 continue;
             };
             let bytes = self.encode(rec)?;
-            if *ino == known.ino && FileMark::of(*ino, &bytes) == *known {
+            if *ino == known.ino && hash(&bytes) == known.hash {
                 let mut r = rec.clone();
                 r.set_format_version(RECORD_VERSION);
                 idx.records.push(IndexEntry {
@@ -352,18 +369,26 @@ impl<T: StoredRecord> Store<T> {
                 e.record.key()
             )));
         }
+        let marks: Vec<(PathBuf, FileMark)> = idx
+            .records
+            .iter()
+            .map(|e| (self.dir.join(format!("{}.json", e.record.key())), e.mark))
+            .collect();
+        let same = unchanged(&marks);
         let mut records = Vec::with_capacity(idx.records.len());
+        let mut reread = idx.reread;
         {
             let mut known = self.ledger.known.lock().unwrap_or_else(|p| p.into_inner());
-            for e in idx.records {
-                known.insert(e.record.key().clone(), e.mark);
-                records.push(e.record);
+            for (e, same) in idx.records.into_iter().zip(same) {
+                if same {
+                    known.insert(e.record.key().clone(), e.mark);
+                    records.push(e.record);
+                } else {
+                    reread.push(e.record.key().to_string());
+                }
             }
         }
-        Ok(FromIndex {
-            records,
-            reread: idx.reread,
-        })
+        Ok(FromIndex { records, reread })
     }
 
     /// Removes the index (absent is fine).
@@ -371,4 +396,35 @@ impl<T: StoredRecord> Store<T> {
         fsutil::remove_durable(&self.index_path())?;
         Ok(())
     }
+}
+
+/// For each record file, whether it is still the one marked (one `stat`
+/// each, on a few threads; a record edited in place while berthd was
+/// stopped is read again).
+fn unchanged(marks: &[(PathBuf, FileMark)]) -> Vec<bool> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+        * 2;
+    let chunk = marks.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = marks
+            .chunks(chunk)
+            .map(|part| {
+                let n = part.len();
+                let h = s.spawn(move || {
+                    part.iter()
+                        .map(|(p, mark)| fs::symlink_metadata(p).is_ok_and(|m| mark.same_file(&m)))
+                        .collect::<Vec<bool>>()
+                });
+                (n, h)
+            })
+            .collect();
+        // A thread that failed vouches for none of its records.
+        handles
+            .into_iter()
+            .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![false; n]))
+            .collect()
+    })
 }

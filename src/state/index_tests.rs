@@ -163,3 +163,24 @@ fn files_the_store_did_not_write_and_unreadable_ones_are_reread() {
     let gone = fresh.load_named(&["nothing".to_string()]);
     assert!(gone.records.is_empty() && gone.bad.is_empty());
 }
+
+#[test]
+fn a_record_edited_in_place_is_reread() {
+    let (_d, store) = store();
+    let recs = saved(&store, &["a", "b"]);
+    store.write_index(recs.iter()).expect("index");
+    // Edited in place (not replaced): the directory does not change.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut b = recs[1].clone();
+    b.phase = Phase::Creating;
+    std::fs::write(
+        store.dir().join("b.json"),
+        serde_json::to_vec(&b).expect("encode"),
+    )
+    .expect("write");
+    let fresh = reopened(&store);
+    let idx = fresh.read_index().expect("valid");
+    assert_eq!(names(&idx.records), vec!["a"]);
+    assert_eq!(idx.reread, vec!["b".to_string()]);
+    assert_eq!(fresh.load_named(&idx.reread).records, vec![b]);
+}

@@ -303,9 +303,9 @@ impl<T: StoredRecord> Store<T> {
         failpoint!("state.save");
         let data = self.encode(rec)?;
         let _writing = self.ledger.writes.read().unwrap_or_else(|p| p.into_inner());
-        let written = fsutil::atomic_write_ino(&self.path_of(rec.key()), &data, 0o600);
+        let written = fsutil::atomic_write_meta(&self.path_of(rec.key()), &data, 0o600);
         // A failed write may or may not have replaced the file: unknown.
-        let mark = written.as_ref().ok().map(|ino| FileMark::of(*ino, &data));
+        let mark = written.as_ref().ok().map(|m| FileMark::of(m, &data));
         self.ledger.note(rec.key(), mark);
         written?;
         Ok(())
@@ -486,8 +486,8 @@ fn read_record<T: StoredRecord>(path: &Path, fname: &str) -> Result<(T, u32, Fil
         format,
         reason,
     };
-    let (bytes, ino) =
-        read_with_ino(path).map_err(|e| bad(None, format!("{}: {e}", path.display())))?;
+    let (bytes, meta) =
+        read_with_meta(path).map_err(|e| bad(None, format!("{}: {e}", path.display())))?;
     let (r, format) = format::decode::<T>(path, &bytes).map_err(|u| bad(u.format, u.reason))?;
     if r.key().as_str() != stem {
         return Err(bad(
@@ -495,18 +495,17 @@ fn read_record<T: StoredRecord>(path: &Path, fname: &str) -> Result<(T, u32, Fil
             format!("record names {} {} but file is {fname}", T::KIND, r.key()),
         ));
     }
-    Ok((r, format, FileMark::of(ino, &bytes)))
+    Ok((r, format, FileMark::of(&meta, &bytes)))
 }
 
-/// The bytes of `path` and its inode, in the syscalls `fs::read` makes.
-fn read_with_ino(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
+/// The bytes of `path` and its metadata, in the syscalls `fs::read` makes.
+fn read_with_meta(path: &Path) -> std::io::Result<(Vec<u8>, fs::Metadata)> {
     use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
     let mut f = fs::File::open(path)?;
     let m = f.metadata()?;
     let mut bytes = Vec::with_capacity(usize::try_from(m.len()).unwrap_or(0) + 1);
     f.read_to_end(&mut bytes)?;
-    Ok((bytes, m.ino()))
+    Ok((bytes, m))
 }
 
 #[cfg(test)]
