@@ -147,22 +147,24 @@ def one_start(n, with_index, cold, berthd=binp):
     p = subprocess.Popen(["systemd-socket-activate", "-l", sock, "--fdname=bench",
                           berthd, "--config", os.path.join(work, "config.toml")],
                          stderr=log, stdout=subprocess.DEVNULL)
-    while not os.path.exists(sock):
-        time.sleep(0.001)
-    want = name(n // 2)
-    t0 = time.perf_counter()
-    request("/Plugin.Activate", {})
-    t_act = time.perf_counter()
-    got = request("/VolumeDriver.Get", {"Name": want})
-    t_get = time.perf_counter() - t_act
-    t_act -= t0
-    assert b'"Err":""' in got.replace(b" ", b"") and want.encode() in got, got[:300]
-    listed = request("/VolumeDriver.List", {})
-    t_list = time.perf_counter() - t0
-    assert listed.count(b'"Name"') == n, (listed.count(b'"Name"'), n)
-    p.terminate()
-    p.wait()
-    log.close()
+    try:
+        while not os.path.exists(sock):
+            time.sleep(0.001)
+        want = name(n // 2)
+        t0 = time.perf_counter()
+        request("/Plugin.Activate", {})
+        t_act = time.perf_counter()
+        got = request("/VolumeDriver.Get", {"Name": want})
+        t_get = time.perf_counter() - t_act
+        t_act -= t0
+        assert b'"Err":""' in got.replace(b" ", b"") and want.encode() in got, got[:300]
+        listed = request("/VolumeDriver.List", {})
+        t_list = time.perf_counter() - t0
+        assert listed.count(b'"Name"') == n, (listed.count(b'"Name"'), n)
+    finally:
+        p.terminate()
+        p.wait()
+        log.close()
     text = open(os.path.join(work, "berthd.log")).read()
     m = re.search(r"state loaded and reconciled.*?duration_ms=(\d+)", text)
     loaded = int(m.group(1)) / 1000 if m else float("nan")
