@@ -87,7 +87,7 @@ impl VolumeService {
             }
             cat.insert(rec.name.clone(), Entry::new(rec));
         }
-        info!(service = %self.name, volume_count = cat.len(), repairs, from = ?from,
+        info!(service = %self.name, volume_count = cat.len(), repairs, loaded_from = ?from,
             duration_ms = started.elapsed().as_millis() as u64, "state loaded and reconciled");
         Ok(())
     }
