@@ -188,10 +188,8 @@ fn listen(
     Ok(l)
 }
 
-/// Opens every service (loads and reconciles its state) on a blocking
-/// thread, one after the other in name order (so a name two services
-/// claim goes to the same one every time).
-async fn open_services(
+/// Sets up every service (nothing loaded yet) on a blocking thread.
+async fn make_services(
     settings: &Settings,
     changed: &Arc<tokio::sync::Notify>,
 ) -> Result<BTreeMap<String, Arc<VolumeService>>, DaemonError> {
@@ -202,7 +200,7 @@ async fn open_services(
         let svc = tokio::task::spawn_blocking(move || {
             let driver = crate::driver::make(&s, &n);
             let records = s.records_dir(&n);
-            VolumeService::open(
+            VolumeService::new(
                 &s.services[&n],
                 &records,
                 &s.daemon.mount_dir,
@@ -220,6 +218,32 @@ async fn open_services(
         services.insert(name.clone(), Arc::new(svc));
     }
     Ok(services)
+}
+
+/// Loads and reconciles every service's state on a blocking thread, one
+/// after the other in name order (so a name two services claim goes to
+/// the same one every time).
+async fn load_services(services: &BTreeMap<String, Arc<VolumeService>>) -> Result<(), DaemonError> {
+    for (name, svc) in services {
+        let svc = svc.clone();
+        tokio::task::spawn_blocking(move || svc.load())
+            .await
+            .map_err(|e| DaemonError::Runtime(format!("start-up task failed: {e}")))?
+            .map_err(|e| DaemonError::Service {
+                service: name.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// Writes every service's state index (a clean stop), so the next start
+/// reads one file per service.
+async fn save_indexes(services: &BTreeMap<String, Arc<VolumeService>>) {
+    for svc in services.values() {
+        let svc = svc.clone();
+        let _ = tokio::task::spawn_blocking(move || svc.save_index()).await;
+    }
 }
 
 /// `STATUS=` follows changes, coalesced, and every 5 s when it changed
@@ -308,7 +332,7 @@ pub async fn run(
         }
     };
     let changed = Arc::new(tokio::sync::Notify::new());
-    let services = match open_services(&settings, &changed).await {
+    let services = match make_services(&settings, &changed).await {
         Ok(s) => s,
         Err(e) => {
             drop(gate_tx);
@@ -316,16 +340,25 @@ pub async fn run(
             return Err(e);
         }
     };
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let registry = Arc::new(Registry {
         services,
         sockets,
         started,
         metrics: Default::default(),
+        ready,
     });
+    // Get is answered from here on (one record read); the rest waits.
+    let _ = gate_tx.send(Some(registry.clone()));
+    if let Err(e) = load_services(&registry.services).await {
+        drop(ready_tx);
+        stop(server, own).await;
+        return Err(e);
+    }
     for svc in registry.services.values() {
         tokio::spawn(svc.clone().run_background());
     }
-    let _ = gate_tx.send(Some(registry.clone()));
+    let _ = ready_tx.send(true);
     let line = status_line(&registry);
     systemd::ready(&line);
     info!(
@@ -344,6 +377,7 @@ pub async fn run(
     }
     systemd::stopping("stopping: finishing requests in flight; mounted volumes stay mounted");
     stop(server, own).await;
+    save_indexes(&registry.services).await;
     info!("stopped; volumes in use stay mounted and their counts are on disk");
     Ok(())
 }

@@ -30,9 +30,13 @@ fn root_kill9_keeps_mounts_and_counts() {
     );
     d.spawn();
     let api = d.client("berth");
+    // (Get may be answered from the record while the state loads; the
+    // log is complete once List, which needs every volume, is answered)
     let v = api.get("k");
     assert_eq!(v["Mountpoint"], p.to_string_lossy().as_ref());
-    // (the log is complete once a call needing the volumes was answered)
+    assert_eq!(v["Status"]["mountCount"], 2);
+    api.list_names();
+    let v = api.get("k");
     assert_eq!(v["Status"]["mountCount"], 2);
     assert!(
         d.log().contains("repairs=0"),
@@ -87,8 +91,10 @@ fn root_reconcile_repairs_what_the_kernel_disagrees_with() {
 
     d.spawn();
     let api = d.client("berth");
-    // The first call that needs the volumes waits for reconciliation.
+    // Get answers from the record as reconciliation will (it may come
+    // first); List waits for reconciliation.
     assert_eq!(api.get("gone")["Status"]["mountCount"], 0, "{}", d.log());
+    api.list_names();
     let log = d.log();
     assert_eq!(api.get("gone")["Mountpoint"], "");
     assert!(log.contains("mount counts are reset"), "{log}");
@@ -120,8 +126,8 @@ fn root_a_freeze_left_by_a_crash_is_thawed_at_start() {
     // As if berthd died between FIFREEZE and FITHAW.
     loopfs::run_ok("fsfreeze", &["--freeze", &loopfs::s(&root)]);
     d.restart();
-    // The first call that needs the volumes waits for reconciliation.
-    api.get("f");
+    // List, which needs every volume, waits for reconciliation.
+    api.list_names();
     let out = std::process::Command::new("fsfreeze")
         .args(["--unfreeze", &loopfs::s(&root)])
         .output()
@@ -133,4 +139,65 @@ fn root_a_freeze_left_by_a_crash_is_thawed_at_start() {
     assert!(d.log().contains("thawed it"), "{}", d.log());
     std::fs::write(p.join("w"), b"writable").expect("write");
     api.unmount("f", Some("c"));
+}
+
+#[test]
+fn root_start_from_the_index_reconciles_mounts_with_the_kernel() {
+    if !can_use_storage("root_start_from_the_index_reconciles_mounts_with_the_kernel") {
+        return;
+    }
+    let mut d = Daemon::builder().start();
+    let api = d.client("berth");
+    api.create("rebooted", &[("size", "32M")]);
+    api.create("kept", &[("size", "32M")]);
+    api.create("idle", &[("size", "32M")]);
+    api.mount("rebooted", Some("a"));
+    let kept = api.mount("kept", Some("b"));
+    d.stop();
+    let index = d
+        .records_dir("berth")
+        .parent()
+        .expect("records")
+        .join("berth.index");
+    assert!(index.exists(), "a clean stop writes the index");
+    // "rebooted" lost its mount behind Berth's back (as in a reboot).
+    let target = d.mount_dir().join("rebooted");
+    nix::mount::umount2(&target, nix::mount::MntFlags::empty()).expect("umount by hand");
+    d.spawn();
+    let api = d.client("berth");
+    assert_eq!(api.list_names().len(), 3);
+    let log = d.log();
+    assert!(log.contains("loaded from the state index"), "{log}");
+    assert_eq!(api.get("rebooted")["Mountpoint"], "");
+    assert_eq!(api.get("rebooted")["Status"]["mountCount"], 0);
+    assert!(log.contains("mount counts are reset"), "{log}");
+    assert_eq!(
+        api.get("kept")["Mountpoint"],
+        kept.to_string_lossy().as_ref()
+    );
+    assert!(is_mounted(&d.mount_dir().join("kept")));
+    assert!(
+        !target.exists(),
+        "the empty mount point of an idle volume is removed"
+    );
+    // A crash after changes: the index is stale, every record is read.
+    api.create("late", &[("size", "32M")]);
+    api.mount("rebooted", Some("c"));
+    d.kill9();
+    d.spawn();
+    let api = d.client("berth");
+    assert_eq!(api.list_names().len(), 4);
+    let log = d.log();
+    assert!(
+        log.contains("state index ignored") && log.contains("stale"),
+        "{log}"
+    );
+    assert_eq!(api.get("rebooted")["Status"]["mountCount"], 1);
+    for (v, id) in [("rebooted", "c"), ("kept", "b")] {
+        api.unmount(v, Some(id));
+    }
+    for v in ["rebooted", "kept", "idle", "late"] {
+        api.remove(v);
+    }
+    assert!(d.leftovers().is_empty(), "{:?}", d.leftovers());
 }

@@ -248,7 +248,7 @@ async fn dispatch(
         | Route::VolumeCreate
         | Route::VolumeRemove => change(route, path, body, svc).await,
         Route::Path | Route::Get | Route::List | Route::DetailedList => {
-            read_volumes(route, path, body, svc).await
+            read_volumes(route, path, body, svc, registry).await
         }
         Route::SnapshotCreate
         | Route::SnapshotList
@@ -338,6 +338,7 @@ async fn read_volumes(
     path: &str,
     body: &[u8],
     svc: &VolumeService,
+    registry: &Registry,
 ) -> Response<Body> {
     match route {
         Route::Path => {
@@ -349,23 +350,23 @@ async fn read_volumes(
         }
         Route::Get => {
             let r = decode_or_answer!(NameRequest, path, body);
+            if !registry.is_ready() {
+                // Answered from the volume's record while the rest loads.
+                match svc.get_early(&r.name).await {
+                    Some(Ok(v)) => return get_answer(&v, svc),
+                    Some(Err(e)) => return response::service_error(&e),
+                    None => {
+                        if !registry.wait_ready().await {
+                            return super::unavailable(svc.name());
+                        }
+                    }
+                }
+            }
             if let Err(e) = lookup(svc, &r.name).await {
                 return response::service_error(&e);
             }
             match svc.get(&r.name) {
-                Ok(v) => response::ok(&GetAnswer {
-                    volume: VolumeAnswer {
-                        name: v.record.name.as_str(),
-                        mountpoint: v
-                            .mountpoint
-                            .as_deref()
-                            .map(|p| p.to_string_lossy())
-                            .unwrap_or_default(),
-                        created_at: &v.record.created_at,
-                        status: StatusFields::of(&v, svc.name()),
-                    },
-                    err: "",
-                }),
+                Ok(v) => get_answer(&v, svc),
                 Err(e) => response::service_error(&e),
             }
         }
@@ -496,6 +497,22 @@ fn status(svc: &VolumeService, registry: &Registry) -> Response<Body> {
         uptime_seconds: registry.started.elapsed().as_secs(),
         service: svc.name().into(),
         services,
+    })
+}
+
+fn get_answer(v: &VolumeView, svc: &VolumeService) -> Response<Body> {
+    response::ok(&GetAnswer {
+        volume: VolumeAnswer {
+            name: v.record.name.as_str(),
+            mountpoint: v
+                .mountpoint
+                .as_deref()
+                .map(|p| p.to_string_lossy())
+                .unwrap_or_default(),
+            created_at: &v.record.created_at,
+            status: StatusFields::of(v, svc.name()),
+        },
+        err: "",
     })
 }
 

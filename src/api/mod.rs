@@ -45,6 +45,21 @@ pub struct Registry {
     pub started: Instant,
     /// Request counters and latencies (`/Berth.Metrics`).
     pub metrics: metrics::Metrics,
+    /// Becomes `true` once every service has loaded and reconciled its
+    /// state (sent by the daemon; dropped: loading failed).
+    pub ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Registry {
+    /// Every service has loaded and reconciled its state.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until [`Self::is_ready`]; `false` when loading failed.
+    pub async fn wait_ready(&self) -> bool {
+        self.ready.clone().wait_for(|r| *r).await.is_ok()
+    }
 }
 
 /// One socket and the service it serves.
@@ -58,7 +73,8 @@ pub struct Endpoint {
     pub scope: Scope,
 }
 
-/// Becomes `Some` once every service has loaded and reconciled its state.
+/// Becomes `Some` once every service is set up (its state may still be
+/// loading: [`Registry::ready`]).
 pub type Gate = tokio::sync::watch::Receiver<Option<Arc<Registry>>>;
 
 /// Serves `endpoints` until `shutdown` resolves, then lets in-flight
@@ -67,8 +83,9 @@ pub type Gate = tokio::sync::watch::Receiver<Option<Arc<Registry>>>;
 /// Serving starts before the services have loaded their state: the calls
 /// that don't depend on it (`Plugin.Activate`, `Capabilities`) are
 /// answered at once, so a socket-activated start answers dockerd's first
-/// call in milliseconds even with many volumes; every other call waits
-/// for `gate`.
+/// call in milliseconds even with many volumes; `VolumeDriver.Get` is
+/// answered from the volume's own record while the state loads; every
+/// other call waits until the state is loaded ([`Registry::ready`]).
 pub async fn serve(
     endpoints: Vec<Endpoint>,
     gate: Gate,
@@ -188,13 +205,20 @@ async fn route(
             }
         }
     };
+    let early = matches!(
+        req.uri().path(),
+        "/Plugin.Activate" | "/VolumeDriver.Capabilities" | "/VolumeDriver.Get"
+    );
+    if !early && !registry.is_ready() && !registry.wait_ready().await {
+        return unavailable(service);
+    }
     match registry.services.get(service) {
         Some(svc) => docker::handle(req, svc, &registry).await,
         None => unavailable(service),
     }
 }
 
-fn unavailable(service: &str) -> hyper::Response<response::Body> {
+pub(crate) fn unavailable(service: &str) -> hyper::Response<response::Body> {
     let f = response::Failure::new(
         hyper::StatusCode::SERVICE_UNAVAILABLE,
         format!("service {service} is not available (berthd is stopping or failed to start)"),

@@ -716,6 +716,10 @@ impl LoopDriver {
         }
         // Image files no record owns: reported, never deleted (they may be
         // an operator's data, to be adopted by a create of that name).
+        let owned: std::collections::HashSet<PathBuf> =
+            records.iter().map(|r| self.image_of(r)).collect();
+        let snap_owned: std::collections::HashSet<PathBuf> =
+            snapshots.iter().map(|s| self.snap_image_of(s)).collect();
         if let Ok(entries) = std::fs::read_dir(image_dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -729,15 +733,13 @@ impl LoopDriver {
                         Err(e) => notes.push(format!("could not remove {}: {e}", path.display())),
                     }
                 } else if let Some(stem) = name.strip_suffix(".img") {
-                    if !records.iter().any(|r| self.image_of(r) == path) {
+                    if !owned.contains(&path) {
                         notes.push(format!(
                             "image {} belongs to no volume; left in place (a create named {stem} adopts it)",
                             path.display()
                         ));
                     }
-                } else if name.ends_with(".snap")
-                    && !snapshots.iter().any(|s| self.snap_image_of(s) == path)
-                {
+                } else if name.ends_with(".snap") && !snap_owned.contains(&path) {
                     notes.push(format!(
                         "snapshot image {} belongs to no snapshot record; left in place",
                         path.display()

@@ -33,12 +33,13 @@ mod reconcile;
 mod remove;
 mod resize;
 pub mod snapshot;
+mod startup;
 mod takeover;
 mod views;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -59,6 +60,7 @@ pub use views::{status_map, StatusFields, VolumeView};
 
 use options::OptionError;
 pub use snapshot::{OperationView, SnapshotView};
+pub use startup::LoadedFrom;
 
 /// Counts for `STATUS=` and `berth status`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -156,6 +158,10 @@ pub struct VolumeService {
     samples: Arc<views::Samples>,
     /// Mounted volumes this host lost to another host.
     takeovers: Arc<takeover::TakeOvers>,
+    /// The state is loaded and reconciled.
+    loaded: AtomicBool,
+    /// Where the volume records came from at start.
+    loaded_from: RwLock<Option<LoadedFrom>>,
 }
 
 impl std::fmt::Debug for VolumeService {
@@ -188,11 +194,34 @@ fn new_id() -> String {
 }
 
 impl VolumeService {
-    /// Opens the service: loads its records and reconciles them with the
-    /// kernel (mount table, loop devices), repairing what is safe to
-    /// repair. Snapshot records live in `<records_dir>/snapshots`.
+    /// Opens the service: [`Self::new`], then [`Self::load`].
     /// Blocking: call from a blocking context.
     pub fn open(
+        settings: &ServiceSettings,
+        records_dir: &Path,
+        mount_dir: &Path,
+        driver: Arc<dyn Driver>,
+        ns: Arc<Namespace>,
+        changed: Arc<tokio::sync::Notify>,
+    ) -> Result<Self, StateError> {
+        let svc = Self::new(settings, records_dir, mount_dir, driver, ns, changed)?;
+        svc.load()?;
+        Ok(svc)
+    }
+
+    /// Loads the records (from the state index when it is valid) and
+    /// reconciles them with the kernel (mount table, loop devices),
+    /// repairing what is safe to repair. Until it returns, only
+    /// [`Self::get_early`] answers. Blocking.
+    pub fn load(&self) -> Result<(), StateError> {
+        self.reconcile()?;
+        self.loaded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The service with nothing loaded yet: its directories exist.
+    /// Snapshot records live in `<records_dir>/snapshots`. Blocking.
+    pub fn new(
         settings: &ServiceSettings,
         records_dir: &Path,
         mount_dir: &Path,
@@ -227,10 +256,11 @@ impl VolumeService {
             lane: Lane::new(&settings.name, settings.limits.clone()),
             samples: Arc::default(),
             takeovers: Arc::default(),
+            loaded: AtomicBool::new(false),
+            loaded_from: RwLock::new(None),
         };
         let mut svc = svc;
         svc.shared = svc.driver.shared_catalog();
-        svc.reconcile()?;
         Ok(svc)
     }
 
@@ -382,6 +412,8 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
+#[cfg(test)]
+mod startup_tests;
 #[cfg(test)]
 mod stuck_tests;
 #[cfg(test)]

@@ -38,7 +38,8 @@ impl VolumeService {
     /// in docs/architecture.md). Blocking: runs inside `open`.
     pub(super) fn reconcile(&self) -> Result<(), StateError> {
         let started = Instant::now();
-        let loaded = self.store.load_counted()?;
+        let (loaded, from) = self.load_records()?;
+        *write(&self.loaded_from) = Some(from);
         self.count_formats(&loaded.formats);
         let (records, bad) = (loaded.records, loaded.bad);
         for b in bad {
@@ -61,6 +62,7 @@ impl VolumeService {
             repairs += usize::from(repaired);
             ready.push(rec);
         }
+        self.sweep_mount_points(&super::startup::idle_names(&ready));
         let snaps = self.reconcile_snapshots(&mut repairs)?;
         let table = MountTable::read()?;
         for note in self.driver.reconcile(&ready, &snaps, &table) {
@@ -85,7 +87,7 @@ impl VolumeService {
             }
             cat.insert(rec.name.clone(), Entry::new(rec));
         }
-        info!(service = %self.name, volume_count = cat.len(), repairs,
+        info!(service = %self.name, volume_count = cat.len(), repairs, loaded_from = ?from,
             duration_ms = started.elapsed().as_millis() as u64, "state loaded and reconciled");
         Ok(())
     }
@@ -159,11 +161,6 @@ impl VolumeService {
                     self.store.save(&rec)?;
                 }
             }
-        }
-        if rec.mount_count() == 0 {
-            // An empty mount point left by a kill inside Mount or Unmount
-            // (remove_dir refuses non-empty or mounted ones).
-            let _ = std::fs::remove_dir(&target);
         }
         Ok((rec, repaired))
     }

@@ -104,7 +104,7 @@ impl Samples {
 }
 
 impl VolumeService {
-    fn view_of(&self, e: &Entry) -> VolumeView {
+    pub(super) fn view_of(&self, e: &Entry) -> VolumeView {
         let root = read(&self.policy).root_path.clone();
         let every = self.lane.limits().sample_every;
         let sample = self.samples.get(&e.rec.name);

@@ -14,11 +14,15 @@ use serde::{Deserialize, Serialize};
 
 mod facts;
 mod format;
+mod index;
 
 use crate::sys::{fsutil, SysError};
 use crate::volume::{FsType, MountId, VolumeName};
 
 pub use format::{OLDEST_RECORD_VERSION, RECORD_VERSION};
+pub use index::{
+    FileMark, FromIndex, IndexUnused, IndexWritten, Ledger, INDEX_VERSION, OLDEST_INDEX_VERSION,
+};
 
 /// `driver_data` key of a volume record while a resize is in progress
 /// (see [`VolumeRecord::resizing_to`]).
@@ -252,6 +256,8 @@ pub struct Loaded<T> {
 #[derive(Debug)]
 pub struct Store<T> {
     dir: PathBuf,
+    /// What the store wrote or read, for the index (shared by clones).
+    ledger: std::sync::Arc<Ledger>,
     _kind: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -259,6 +265,7 @@ impl<T> Clone for Store<T> {
     fn clone(&self) -> Self {
         Store {
             dir: self.dir.clone(),
+            ledger: self.ledger.clone(),
             _kind: std::marker::PhantomData,
         }
     }
@@ -276,6 +283,7 @@ impl<T: StoredRecord> Store<T> {
         fsutil::ensure_dir(dir, 0o700)?;
         Ok(Store {
             dir: dir.to_path_buf(),
+            ledger: std::sync::Arc::default(),
             _kind: std::marker::PhantomData,
         })
     }
@@ -293,6 +301,18 @@ impl<T: StoredRecord> Store<T> {
     /// record read in an older format is upgraded on disk here).
     pub fn save(&self, rec: &T) -> Result<(), StateError> {
         failpoint!("state.save");
+        let data = self.encode(rec)?;
+        let _writing = self.ledger.writes.read().unwrap_or_else(|p| p.into_inner());
+        let written = fsutil::atomic_write_meta(&self.path_of(rec.key()), &data, 0o600);
+        // A failed write may or may not have replaced the file: unknown.
+        let mark = written.as_ref().ok().map(|m| FileMark::of(m, &data));
+        self.ledger.note(rec.key(), mark);
+        written?;
+        Ok(())
+    }
+
+    /// The bytes [`Self::save`] writes for `rec`.
+    fn encode(&self, rec: &T) -> Result<Vec<u8>, StateError> {
         let stamped;
         let rec = if rec.format_version() == RECORD_VERSION {
             rec
@@ -302,13 +322,11 @@ impl<T: StoredRecord> Store<T> {
             stamped = r;
             &stamped
         };
-        let data = serde_json::to_vec_pretty(rec).map_err(|e| StateError::Encode {
+        serde_json::to_vec_pretty(rec).map_err(|e| StateError::Encode {
             kind: T::KIND,
             name: rec.key().to_string(),
             source: e,
-        })?;
-        fsutil::atomic_write(&self.path_of(rec.key()), &data, 0o600)?;
-        Ok(())
+        })
     }
 
     /// Reads the record of `name`; `None` when there is none.
@@ -319,7 +337,10 @@ impl<T: StoredRecord> Store<T> {
         }
         let fname = format!("{name}.json");
         read_record::<T>(&path, &fname)
-            .map(|(r, _)| Some(r))
+            .map(|(r, _, mark)| {
+                self.ledger.note(name, Some(mark));
+                Some(r)
+            })
             .map_err(|b| {
                 StateError::Sys(SysError::io(
                     "read",
@@ -332,6 +353,8 @@ impl<T: StoredRecord> Store<T> {
     /// Removes the record of `name` durably.
     pub fn delete(&self, name: &VolumeName) -> Result<(), StateError> {
         failpoint!("state.delete");
+        let _writing = self.ledger.writes.read().unwrap_or_else(|p| p.into_inner());
+        self.ledger.note(name, None);
         fsutil::remove_durable(&self.path_of(name))?;
         Ok(())
     }
@@ -367,12 +390,40 @@ impl<T: StoredRecord> Store<T> {
                 files.push((path, fname));
             }
         }
+        Ok(self.read_files(files))
+    }
+
+    /// Reads the records of `names` (those an index lists to read one
+    /// by one); absent files are skipped.
+    pub fn load_named(&self, names: &[String]) -> Loaded<T>
+    where
+        T: Send,
+    {
+        let files = names
+            .iter()
+            .map(|n| {
+                let fname = format!("{n}.json");
+                (self.dir.join(&fname), fname)
+            })
+            .collect();
+        let mut loaded = self.read_files(files);
+        loaded.bad.retain(|b| b.format.is_some() || b.path.exists());
+        loaded
+    }
+
+    /// Reads and parses `files` on a few threads: with many volumes the
+    /// start-up time without an index is mostly this.
+    fn read_files(&self, files: Vec<(PathBuf, String)>) -> Loaded<T>
+    where
+        T: Send,
+    {
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .clamp(1, 4);
         let chunk = files.len().div_ceil(threads).max(1);
-        let results: Vec<Result<(T, u32), BadRecord>> = std::thread::scope(|s| {
+        type Read<T> = Result<(T, u32, FileMark), BadRecord>;
+        let results: Vec<Read<T>> = std::thread::scope(|s| {
             let handles: Vec<_> = files
                 .chunks(chunk)
                 .map(|part| {
@@ -401,37 +452,42 @@ impl<T: StoredRecord> Store<T> {
             bad: Vec::new(),
             formats: BTreeMap::new(),
         };
-        for r in results {
-            let format = match r {
-                Ok((r, format)) => {
-                    loaded.records.push(r);
-                    Some(format)
+        {
+            let mut known = self.ledger.known.lock().unwrap_or_else(|p| p.into_inner());
+            for r in results {
+                let format = match r {
+                    Ok((r, format, mark)) => {
+                        known.insert(r.key().clone(), mark);
+                        loaded.records.push(r);
+                        Some(format)
+                    }
+                    Err(b) => {
+                        let format = b.format;
+                        loaded.bad.push(b);
+                        format
+                    }
+                };
+                if let Some(f) = format {
+                    *loaded.formats.entry(f).or_insert(0) += 1;
                 }
-                Err(b) => {
-                    let format = b.format;
-                    loaded.bad.push(b);
-                    format
-                }
-            };
-            if let Some(f) = format {
-                *loaded.formats.entry(f).or_insert(0) += 1;
             }
         }
         loaded.records.sort_by(|a, b| a.key().cmp(b.key()));
-        Ok(loaded)
+        loaded
     }
 }
 
 /// Reads one record file, of any format this build reads; also returns
 /// the format the file had.
-fn read_record<T: StoredRecord>(path: &Path, fname: &str) -> Result<(T, u32), BadRecord> {
+fn read_record<T: StoredRecord>(path: &Path, fname: &str) -> Result<(T, u32, FileMark), BadRecord> {
     let stem = fname.strip_suffix(".json").unwrap_or(fname);
     let bad = |format: Option<u32>, reason: String| BadRecord {
         path: path.to_path_buf(),
         format,
         reason,
     };
-    let bytes = fs::read(path).map_err(|e| bad(None, format!("{}: {e}", path.display())))?;
+    let (bytes, meta) =
+        read_with_meta(path).map_err(|e| bad(None, format!("{}: {e}", path.display())))?;
     let (r, format) = format::decode::<T>(path, &bytes).map_err(|u| bad(u.format, u.reason))?;
     if r.key().as_str() != stem {
         return Err(bad(
@@ -439,7 +495,17 @@ fn read_record<T: StoredRecord>(path: &Path, fname: &str) -> Result<(T, u32), Ba
             format!("record names {} {} but file is {fname}", T::KIND, r.key()),
         ));
     }
-    Ok((r, format))
+    Ok((r, format, FileMark::of(&meta, &bytes)))
+}
+
+/// The bytes of `path` and its metadata, in the syscalls `fs::read` makes.
+fn read_with_meta(path: &Path) -> std::io::Result<(Vec<u8>, fs::Metadata)> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let m = f.metadata()?;
+    let mut bytes = Vec::with_capacity(usize::try_from(m.len()).unwrap_or(0) + 1);
+    f.read_to_end(&mut bytes)?;
+    Ok((bytes, m))
 }
 
 #[cfg(test)]
@@ -546,3 +612,6 @@ pub(crate) mod tests {
         assert!(bad[0].reason.contains("v1"));
     }
 }
+
+#[cfg(test)]
+mod index_tests;

@@ -12,6 +12,12 @@ use super::{cmd, SysError, SysResult};
 /// old or the new content, never a mix: temp file, fsync, rename, fsync of
 /// the directory.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> SysResult<()> {
+    atomic_write_meta(path, data, mode).map(|_| ())
+}
+
+/// [`atomic_write`], returning the metadata of the file written (a file
+/// that replaces another always has a new inode).
+pub fn atomic_write_meta(path: &Path, data: &[u8], mode: u32) -> SysResult<fs::Metadata> {
     crate::step::enter(format!("write {}", path.display()));
     failpoint!("fsutil.atomic_write");
     let dir = parent(path)?;
@@ -34,8 +40,9 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> SysResult<()> {
             .map_err(|e| SysError::io("write", &tmp, e))?;
         failpoint!("fsutil.fsync");
         f.sync_all().map_err(|e| SysError::io("fsync", &tmp, e))?;
+        let meta = f.metadata().map_err(|e| SysError::io("stat", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| SysError::io("rename", &tmp, e))?;
-        fsync_dir(dir)
+        fsync_dir(dir).map(|_| meta)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
