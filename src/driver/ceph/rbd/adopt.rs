@@ -238,7 +238,7 @@ impl RbdDriver {
                     "the image holds {r}; not adopted (Berth mounts ext4, xfs and btrfs)"
                 ))
             })?;
-            info!(volume = %rec.name, fs = found, took = ?t.elapsed(), "adopting image: its filesystem is kept");
+            info!(volume = %rec.name, fs_type = found, took = ?t.elapsed(), "adopting image: its filesystem is kept");
             return Ok(());
         }
         let blank = fsutil::reads_as_zeros(file, BLANK_PREFIX)
@@ -250,7 +250,7 @@ impl RbdDriver {
         }
         fsops::mkfs(rec.fs_type, file, self.timeout)
             .map_err(|e| DriverError::sys(&rec.name, "make filesystem", e))?;
-        info!(volume = %rec.name, fs = rec.fs_type.as_str(), took = ?t.elapsed(),
+        info!(volume = %rec.name, fs_type = rec.fs_type.as_str(), took = ?t.elapsed(),
             "adopting image: it was blank (never attached); made the service's default filesystem, as REX-Ray did on first attach");
         Ok(())
     }
@@ -268,7 +268,7 @@ impl RbdDriver {
             done.created_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         }
         self.save_meta(pool, &done)?;
-        info!(volume = %rec.name, from = from.as_str(), fs = done.fs_type.as_str(), size = done.size,
+        info!(volume = %rec.name, from = from.as_str(), fs_type = done.fs_type.as_str(), size = done.size,
             "image adopted: Berth's record is in its metadata and the catalog index");
         *rec = done;
         Ok(())
