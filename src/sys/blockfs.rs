@@ -412,6 +412,23 @@ mod tests {
         assert!(target.is_dir(), "a mount point not made here is kept");
     }
 
+    /// Unmounts `target`, retrying while it is busy for a moment: a
+    /// process another test thread forks holds this thread's open files
+    /// until it execs, and the unmount then fails with EBUSY.
+    fn unmount_settled(target: &Path) {
+        let t = Instant::now();
+        loop {
+            match mounts::unmount(target) {
+                Ok(_) => return,
+                Err(e) if t.elapsed() < Duration::from_secs(5) => {
+                    eprintln!("unmount {}: {e}; again", target.display());
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("unmount {}: {e}", target.display()),
+            }
+        }
+    }
+
     #[test]
     fn root_frozen_copy_of_a_mounted_image() {
         if !can_loop_mount("root_frozen_copy_of_a_mounted_image") {
@@ -431,7 +448,7 @@ mod tests {
         );
         let thawed = reflink::thaw_if_frozen(&target);
         let written = std::fs::write(target.join("after"), b"x");
-        mounts::unmount(&target).expect("unmount");
+        unmount_settled(&target);
         let c = out.expect("frozen copy");
         assert!(c.frozen_for.is_some());
         assert!(copy.exists());
@@ -466,7 +483,7 @@ mod tests {
         );
         fail::remove("reflink.thaw");
         let thawed = reflink::thaw_if_frozen(&target);
-        mounts::unmount(&target).expect("unmount");
+        unmount_settled(&target);
         match out {
             Err(CopyError::Thaw { source, undo: None }) => {
                 assert!(source.to_string().contains("reflink.thaw"), "{source}")
