@@ -69,8 +69,7 @@ fn is_executable(p: &Path) -> bool {
 /// Replaces this process with `helper`, passing `args` (berthd's own,
 /// without argv\[0\]) and the environment unchanged. Returns only on failure.
 pub fn exec(helper: &Path, args: impl IntoIterator<Item = OsString>) -> std::io::Error {
-    use std::os::unix::process::CommandExt;
-    std::process::Command::new(helper).args(args).exec()
+    crate::sys::cmd::replace_process(helper, args)
 }
 
 #[cfg(test)]

@@ -18,6 +18,16 @@ pub struct Output {
     pub stdout: String,
 }
 
+/// Replaces this process with `program` (`execve`), passing `args` and
+/// the environment unchanged: no shell, no child. Returns only on
+/// failure.
+pub fn replace_process(
+    program: &std::path::Path,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> std::io::Error {
+    Command::new(program).args(args).exec()
+}
+
 /// Runs `program args…`, waits at most `timeout`, and returns its stdout.
 ///
 /// A non-zero exit, a signal or the timeout becomes [`SysError::Command`]
