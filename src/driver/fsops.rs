@@ -156,3 +156,34 @@ pub fn grow_offline(
         }
     }
 }
+
+/// Thaws every mounted volume whose filesystem a crash left frozen: a
+/// freeze outlives the process that made it, so a kill during a snapshot
+/// or clone would leave the volume's writers blocked for good, and an
+/// unmount of a frozen filesystem keeps its device busy (the frozen
+/// superblock stays). Run at start-up, before anything else touches the
+/// volumes. Returns a note per volume thawed or that could not be.
+pub fn thaw_interrupted_freezes(
+    records: &[crate::state::VolumeRecord],
+    table: &crate::sys::mounts::MountTable,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for rec in records {
+        let Some(m) = rec
+            .mounted
+            .as_ref()
+            .filter(|m| table.at(&m.target).is_some())
+        else {
+            continue;
+        };
+        match crate::sys::reflink::thaw_if_frozen(&m.target) {
+            Ok(true) => notes.push(format!(
+                "volume {} was frozen (interrupted snapshot or clone); thawed it",
+                rec.name
+            )),
+            Ok(false) => {}
+            Err(e) => notes.push(format!("volume {}: could not thaw: {e}", rec.name)),
+        }
+    }
+    notes
+}

@@ -579,25 +579,7 @@ impl Driver for LoopDriver {
         snapshots: &[SnapshotRecord],
         table: &MountTable,
     ) -> Vec<String> {
-        let mut notes = Vec::new();
-        // A freeze outlives the process that made it: a crash during a
-        // snapshot would leave the volume's writers blocked for good.
-        for rec in records {
-            if let Some(m) = rec
-                .mounted
-                .as_ref()
-                .filter(|m| table.at(&m.target).is_some())
-            {
-                match reflink::thaw_if_frozen(&m.target) {
-                    Ok(true) => notes.push(format!(
-                        "volume {} was frozen (interrupted snapshot or clone); thawed it",
-                        rec.name
-                    )),
-                    Ok(false) => {}
-                    Err(e) => notes.push(format!("volume {}: could not thaw: {e}", rec.name)),
-                }
-            }
-        }
+        let mut notes = fsops::thaw_interrupted_freezes(records, table);
         // Temporary mounts of an interrupted offline resize.
         for dir in self.all_dirs() {
             let leftovers: Vec<PathBuf> = table

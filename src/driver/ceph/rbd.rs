@@ -686,9 +686,9 @@ impl Driver for RbdDriver {
         _snapshots: &[SnapshotRecord],
         table: &MountTable,
     ) -> Vec<String> {
+        let mut notes = fsops::thaw_interrupted_freezes(records, table);
         // rbd-fuse mounts of volumes this host does not mount: left by a
         // crash between exposing and mounting.
-        let mut notes = Vec::new();
         let in_use: BTreeSet<&str> = records
             .iter()
             .filter(|r| r.mount_count() > 0)
